@@ -1,0 +1,159 @@
+"""Messages between the parent (Worker client) and the child process running a predictor.
+
+Frames are pickled instances of the dataclasses below, length-prefixed on a Unix
+socket (see ``framing`` helpers). Bump PROTOCOL_VERSION when a message changes:
+the child refuses a parent of another version instead of misreading it.
+
+Values inside ``Predict.inputs`` and output messages are plain JSON-like data
+(dict/list/str/int/float/bool/None) except for two marker classes:
+``FileInput`` (a prepared file input) and ``FileOutput`` (a file the predictor
+returned, left on disk for the parent to encode, upload or move).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+PROTOCOL_VERSION = 1
+
+# ----------------------------------------------------------------------- value markers
+
+
+@dataclass(frozen=True)
+class FileInput:
+    """A file input, prepared by the parent (cogkit.files).
+
+    path: local file holding the bytes (a temp file the parent deletes afterwards),
+          or the value as given when ``kind == "local"``.
+    source: the value as the client sent it (URL, data URL or plain path string).
+    kind: "http" (downloaded from http/https), "data" (decoded data URL) or
+          "local" (a plain string, passed through as a path like Cog does).
+    """
+
+    path: str
+    source: str
+    kind: Literal["http", "data", "local"]
+
+
+@dataclass(frozen=True)
+class FileOutput:
+    """A file the predictor returned (a Path or a file object written to disk)."""
+
+    path: str
+    owned: bool = False  # True when the child wrote a temp copy the parent should delete
+
+
+# ----------------------------------------------------------------------- parent -> child
+
+
+@dataclass(frozen=True)
+class Hello:
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class Predict:
+    id: str
+    inputs: dict[str, Any]
+    context: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Cancel:
+    id: str
+
+
+@dataclass(frozen=True)
+class Healthcheck:
+    id: str
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    pass
+
+
+# ----------------------------------------------------------------------- child -> parent
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """The predictor was imported and inspected; setup() starts next."""
+
+    schema: dict[str, Any]  # the OpenAPI document (cogkit.schema.openapi_document)
+    is_async: bool
+    max_concurrency: int
+    streaming: bool
+    output_iterator: bool
+    has_healthcheck: bool
+
+
+@dataclass(frozen=True)
+class LoadFailed:
+    error: str  # includes the exception type and message
+    traceback: str = ""
+
+
+@dataclass(frozen=True)
+class SetupDone:
+    ok: bool
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Log:
+    """Captured output. ``id`` is None for setup-time and unattributed output."""
+
+    id: str | None
+    text: str
+    stream: Literal["stdout", "stderr"] = "stdout"
+
+
+@dataclass(frozen=True)
+class Output:
+    """One item yielded by an iterator predictor."""
+
+    id: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class Metric:
+    id: str
+    name: str
+    value: Any
+    mode: str = "replace"
+
+
+@dataclass(frozen=True)
+class Done:
+    """Terminal: succeeded. ``output`` is the return value (None for iterators: the
+    parent accumulated the Output items)."""
+
+    id: str
+    output: Any = None
+    predict_time: float = 0.0
+
+
+@dataclass(frozen=True)
+class Failed:
+    id: str
+    error: str
+    predict_time: float = 0.0
+
+
+@dataclass(frozen=True)
+class Canceled:
+    id: str
+    predict_time: float = 0.0
+
+
+@dataclass(frozen=True)
+class HealthResult:
+    id: str
+    healthy: bool
+    error: str | None = None
+
+
+TERMINAL = (Done, Failed, Canceled)
