@@ -1,0 +1,5 @@
+import sys
+
+from cogkit.cli.main import main
+
+sys.exit(main())

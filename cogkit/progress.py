@@ -1,0 +1,31 @@
+"""One line format for progress of long work (denoising steps, downloads, tokens).
+
+Model code prints these lines to stderr; they land in the prediction's logs
+(server), and ``cogkit predict`` recognises them and draws a progress bar instead.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import TextIO
+
+_LINE = re.compile(r"^\[progress\] (?P<label>[^:]+): (?P<done>\d+)/(?P<total>\d+)\s*$")
+
+
+def format_progress(label: str, done: int, total: int) -> str:
+    return f"[progress] {label}: {done}/{total}"
+
+
+def parse_progress(line: str) -> tuple[str, int, int] | None:
+    """(label, done, total) for a progress line, else None."""
+    m = _LINE.match(line.strip())
+    if not m:
+        return None
+    return m["label"], int(m["done"]), int(m["total"])
+
+
+def report(label: str, done: int, total: int, stream: TextIO | None = None) -> None:
+    out = stream or sys.stderr
+    out.write(format_progress(label, done, total) + "\n")
+    out.flush()
