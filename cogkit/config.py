@@ -343,6 +343,20 @@ def parse_config(raw: Any, path: Path) -> Config:
     return cfg
 
 
+def predictor_ref(mode: str = "predict", project_dir: str | os.PathLike[str] = ".", config: Config | None = None) -> str:
+    """The predictor reference to run: COG_PREDICT_TYPE_STUB / COG_TRAIN_TYPE_STUB (set in
+    images, as Cog does) win over cog.yaml's ``run``/``predict``/``train`` keys."""
+    env = os.environ.get("COG_TRAIN_TYPE_STUB" if mode == "train" else "COG_PREDICT_TYPE_STUB")
+    if env:
+        return env
+    cfg = config or load_config(project_dir)
+    ref = cfg.train if mode == "train" else cfg.predict
+    if not ref:
+        key = "train" if mode == "train" else "run"
+        raise ConfigError(f"{cfg.path}: no '{key}:' key, so there is nothing to {mode} (add e.g. {key}: \"predict.py:Predictor\")")
+    return ref
+
+
 def load_config(path_or_dir: str | os.PathLike[str] = ".") -> Config:
     """Load and validate ``cog.yaml`` (a file path, or a folder holding one)."""
     import yaml

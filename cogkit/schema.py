@@ -290,3 +290,22 @@ def openapi_document(info: PredictorInfo, train: PredictorInfo | None = None) ->
 def input_schema(doc: dict[str, Any], mode: str = "predict") -> dict[str, Any]:
     """The Input (or TrainingInput) component of a document."""
     return doc["components"]["schemas"]["TrainingInput" if mode == "train" else "Input"]
+
+
+def project_document(project_dir: str = ".", predict_ref: str | None = None, train_ref: str | None = None) -> dict[str, Any]:
+    """Import the predictor(s) of a project in this process and return its document.
+
+    Used by ``cogkit schema`` and at build time; the server gets the same document
+    from its worker process instead, so it never imports user code itself.
+    """
+    from cogkit.loader import load_target
+    from cogkit.signature import inspect_predictor
+
+    infos = []
+    if predict_ref:
+        infos.append(inspect_predictor(load_target(predict_ref, project_dir), "predict"))
+    if train_ref:
+        infos.append(inspect_predictor(load_target(train_ref, project_dir), "train"))
+    if not infos:
+        raise ValueError("project_document needs a predict or a train reference")
+    return openapi_document(infos[0], infos[1] if len(infos) > 1 else None)
