@@ -1,0 +1,112 @@
+"""Input files (data URLs, http URLs from a local server, plain paths) and output naming."""
+
+import asyncio
+import base64
+import functools
+import http.server
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from cogkit import files
+from cogkit.exceptions import CogkitError
+from cogkit.worker.protocol import FileInput
+
+DOC = {
+    "components": {
+        "schemas": {
+            "Input": {
+                "properties": {
+                    "image": {"type": "string", "format": "uri"},
+                    "files": {"type": "array", "items": {"type": "string", "format": "uri"}},
+                    "text": {"type": "string"},
+                }
+            }
+        }
+    }
+}
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self.path.startswith("/slow"):
+            time.sleep(3)
+        super().do_GET()
+
+
+@pytest.fixture()
+def server(tmp_path: Path):
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "photo.png").write_bytes(b"\x89PNG fake")
+    (root / "my file.txt").write_text("hello")
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(root)))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+
+
+def _prepare(inputs: dict, workdir: Path) -> dict:
+    return asyncio.run(files.prepare_inputs(inputs, DOC, workdir))
+
+
+def test_data_url_and_http_inputs(server: str, tmp_path: Path) -> None:
+    png = "data:image/png;base64," + base64.b64encode(b"abc").decode()
+    out = _prepare({"image": png, "files": [f"{server}/photo.png", f"{server}/my%20file.txt", "data:,plain%20text"], "text": "http://x"}, tmp_path)
+    img = out["image"]
+    assert isinstance(img, FileInput) and img.kind == "data" and Path(img.path).read_bytes() == b"abc"
+    assert img.path.endswith("file.png")
+    a, b, c = out["files"]
+    assert a.kind == "http" and Path(a.path).name == "photo.png" and Path(a.path).read_bytes() == b"\x89PNG fake"
+    assert Path(b.path).name == "my file.txt" and Path(b.path).read_text() == "hello"
+    assert Path(c.path).read_bytes() == b"plain text"
+    assert out["text"] == "http://x"  # a str input that looks like a URL is never fetched
+
+
+def test_http_error_and_other_schemes(server: str, tmp_path: Path) -> None:
+    with pytest.raises(files.InputFileError, match=r"^404 Client Error: .* for url: http://127\.0\.0\.1:\d+/missing\.png$"):
+        _prepare({"image": f"{server}/missing.png"}, tmp_path)
+    out = _prepare({"image": "file:///etc/passwd", "files": ["ftp://host/x.png", "/local/path.png"]}, tmp_path)
+    # never dereferenced: passed through as a plain path string, as Cog does
+    assert out["image"] == FileInput("file:///etc/passwd", "file:///etc/passwd", "local")
+    assert [f.kind for f in out["files"]] == ["local", "local"]
+
+
+def test_size_cap_and_timeout(server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(files, "MAX_INPUT_BYTES", 4)
+    with pytest.raises(files.InputFileError, match="larger than the 4-byte"):
+        _prepare({"image": f"{server}/photo.png"}, tmp_path)
+    with pytest.raises(files.InputFileError, match="larger than"):
+        _prepare({"image": "data:;base64," + base64.b64encode(b"12345").decode()}, tmp_path)
+    monkeypatch.setattr(files, "MAX_INPUT_BYTES", 1 << 20)
+    monkeypatch.setattr(files, "FETCH_TIMEOUT", 0.5)
+    with pytest.raises(files.InputFileError, match="timed out"):
+        _prepare({"image": f"{server}/slow/photo.png"}, tmp_path)
+
+
+def test_bad_data_url(tmp_path: Path) -> None:
+    with pytest.raises(files.InputFileError, match="invalid data URL"):
+        _prepare({"image": "data:image/png;base64"}, tmp_path)
+
+
+def test_filenames_follow_cog_rules() -> None:
+    assert files.filename_from_url("http://h/a/b%20c+d.png?x=1") == "b c d.png"
+    assert files.safe_filename("../../etc/passwd") == ".._.._etc_passwd"
+    long = files.safe_filename("x" * 300 + ".safetensors")
+    assert len(long.encode()) <= 200 and long.endswith("~.safetensors")
+    assert files.safe_filename("") == "file"
+
+
+def test_safe_join_stays_inside(tmp_path: Path) -> None:
+    assert files.safe_join(tmp_path, "a.png") == (tmp_path / "a.png").resolve()
+    assert files.safe_join(tmp_path, "../a.png").parent == tmp_path.resolve()
+    assert files.safe_join(tmp_path, "..") == (tmp_path / "file").resolve()
+    (tmp_path / "evil.png").symlink_to("/etc/passwd")  # a planted link must not redirect a write
+    with pytest.raises(CogkitError, match="outside"):
+        files.safe_join(tmp_path, "evil.png")
