@@ -1,0 +1,34 @@
+"""Shared machinery for cogkit's model predictors (the only package besides models/
+that imports torch). Import the submodules directly; this package imports nothing.
+
+Modules and their main functions:
+
+* ``cogkit.ml.device``: ``plan_device()`` -> ``DevicePlan`` (device, dtype, vae_dtype,
+  fp8, attention, channels_last, fuse_qkv; logs one line with the reasons),
+  ``plan_for(device, capability, card)`` (the pure rule table: sm_80+ bf16, older
+  CUDA fp16 with an fp32 VAE, fp8 on sm_89+, CPU fp32; COGKIT_DEVICE/COGKIT_DTYPE
+  override), ``apply_speedups(pipe, plan)``, ``configure_vae(vae, w, h, batch, plan)``.
+* ``cogkit.ml.images``: ``open_image(path, field=, background=)`` (any format, EXIF,
+  GIF first frame, alpha composited), ``open_mask``, ``fit_size(w, h, multiple=,
+  max_pixels=, max_side=)``, ``resize_image``, ``binarize_mask(mask, size)``
+  (white = repaint), ``parse_outpaint(spec, w, h)``, ``outpaint_canvas(img, pads)``,
+  ``ImageInputError``.
+* ``cogkit.ml.outputs``: ``save_images(images, output_format, output_quality)`` ->
+  list of cogkit Paths (fast png/jpg/webp encoders), ``save_image``, ``FORMATS``.
+* ``cogkit.ml.seeds``: ``resolve_seed(seed)`` (None -> random, logged),
+  ``generators(seed, n)`` (CPU generators seed, seed+1, ...).
+* ``cogkit.ml.schedulers``: ``SCHEDULER_NAMES``, ``make_scheduler(name, config,
+  trailing=False)``, ``scheduler_name(scheduler)``.
+* ``cogkit.ml.weights``: ``resolve_weights(weights, default=)`` (local path, http(s)
+  tar/file with parallel ranged download + cache + checks, Hugging Face repo id;
+  COG_WEIGHTS), ``download_url``, ``hf_snapshot``, ``check_safetensors``, ``WeightsError``.
+* ``cogkit.ml.compile``: ``compile_module(module, regional=True)``,
+  ``set_cache_dir(path)``, ``warm_up(fn, runs=)``.
+* ``cogkit.ml.fp8``: ``quantize_linears(model, granularity="tensor"|"row")``,
+  ``FP8Linear``, ``fp8_matmul_supported(device)``, ``quantize_weight``.
+* ``cogkit.ml.progress``: ``DenoiseProgress`` (diffusers ``callback_on_step_end``
+  that prints ``[progress] denoising: i/n`` lines), ``quiet_pipeline(pipe)``,
+  ``quiet_libraries()`` (no diffusers/transformers loading bars).
+* ``cogkit.ml.logs``: ``log(message)`` (stderr, flushed).
+* ``cogkit.ml.sampling`` / ``cogkit.ml.llm*``: LLM sampling helpers (owned by the Llama predictor).
+"""
