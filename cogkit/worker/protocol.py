@@ -1,8 +1,13 @@
 """Messages between the parent (Worker client) and the child process running a predictor.
 
 Frames are pickled instances of the dataclasses below, length-prefixed on a Unix
-socket (see ``framing`` helpers). Bump PROTOCOL_VERSION when a message changes:
+socket (see ``cogkit.worker._framing``). Bump PROTOCOL_VERSION when a message changes:
 the child refuses a parent of another version instead of misreading it.
+
+Order on the wire: the parent sends ``Hello`` first; the child answers ``Loaded`` (or
+``LoadFailed`` and exits), then ``Log(id=None)``... and ``SetupDone``. For each
+``Predict`` the child sends Log/Output/Metric events and then exactly one terminal
+event (Done/Failed/Canceled); every Log of that prediction precedes its terminal.
 
 Values inside ``Predict.inputs`` and output messages are plain JSON-like data
 (dict/list/str/int/float/bool/None) except for two marker classes:
@@ -15,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 # ----------------------------------------------------------------------- value markers
 
@@ -49,7 +54,15 @@ class FileOutput:
 
 @dataclass(frozen=True)
 class Hello:
+    """First message: what the child should load. ``max_concurrency`` None means
+    "from @concurrent(max=N), else 1"; ``weights`` is passed to setup(weights=...)."""
+
     version: int = PROTOCOL_VERSION
+    ref: str = "predict.py:Predictor"
+    project_dir: str = "."
+    mode: Literal["predict", "train"] = "predict"
+    weights: str | None = None
+    max_concurrency: int | None = None
 
 
 @dataclass(frozen=True)
@@ -98,7 +111,8 @@ class LoadFailed:
 @dataclass(frozen=True)
 class SetupDone:
     ok: bool
-    error: str | None = None
+    error: str | None = None  # "<ExceptionType>: <message>" when not ok
+    traceback: str = ""
 
 
 @dataclass(frozen=True)
