@@ -1,0 +1,128 @@
+"""Low-level ASGI helpers: reading request bodies, sending responses, coglet's error texts."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from cogkit.server import jsonio
+
+MAX_BODY = 100 * 1024 * 1024  # coglet's limit
+JSON_HEADERS = [(b"content-type", b"application/json")]
+TEXT_HEADERS = [(b"content-type", b"text/plain; charset=utf-8")]
+
+JSON_PARSE_PREFIX = "Failed to parse the request body as JSON: "
+WRONG_CONTENT_TYPE = "Expected request with `Content-Type: application/json`"
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived."""
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(receive: Any, limit: int = MAX_BODY) -> bytes:
+    msg = await receive()
+    if msg["type"] == "http.disconnect":
+        raise ClientGone()
+    body = msg.get("body", b"")
+    if not msg.get("more_body"):
+        return body
+    chunks = [body]
+    size = len(body)
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge()
+        chunks.append(chunk)
+        if not msg.get("more_body"):
+            return b"".join(chunks)
+
+
+async def respond(send: Any, status: int, body: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    h = list(headers) if headers else []
+    h.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": h})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def respond_json(send: Any, status: int, value: Any) -> None:
+    await respond(send, status, jsonio.dumps(value), JSON_HEADERS)
+
+
+async def respond_text(send: Any, status: int, text: str) -> None:
+    await respond(send, status, text.encode(), TEXT_HEADERS)
+
+
+def header(scope: dict[str, Any], name: bytes) -> str | None:
+    for k, v in scope["headers"]:
+        if k == name:
+            return v.decode("latin-1")
+    return None
+
+
+def is_json_content_type(value: str | None) -> bool:
+    if not value:
+        return False
+    mime = value.split(";", 1)[0].strip().lower()
+    return mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))
+
+
+def _line_col(text: str, pos: int) -> tuple[int, int]:
+    line = text.count("\n", 0, pos) + 1
+    col = pos - (text.rfind("\n", 0, pos) + 1)
+    return line, col
+
+
+def json_error_text(raw: bytes, exc: Exception) -> str:
+    """A parse error worded as coglet (serde_json) words it, e.g.
+    ``expected ident at line 1 column 2`` for ``notjson``, ``EOF while parsing a value
+    at line 1 column 0`` for an empty body. Columns count characters, 1-based at the
+    offending one, 0 for "nothing read yet" at end of input."""
+    if not isinstance(exc, json.JSONDecodeError):
+        return JSON_PARSE_PREFIX + "invalid UTF-8 in the request body"
+    text, pos, msg = exc.doc, exc.pos, exc.msg
+    if msg == "Expecting value":
+        stripped_end = len(text.rstrip(" \t\r\n"))
+        if pos >= stripped_end:
+            line, col = _line_col(text, len(text))
+            return f"{JSON_PARSE_PREFIX}EOF while parsing a value at line {line} column {col}"
+        ch = text[pos]
+        if ch in "ntf":
+            word = {"n": "null", "t": "true", "f": "false"}[ch]
+            i = 0
+            while i < len(word) and pos + i < len(text) and text[pos + i] == word[i]:
+                i += 1
+            if pos + i >= len(text):
+                line, col = _line_col(text, len(text))
+                return f"{JSON_PARSE_PREFIX}EOF while parsing a value at line {line} column {col}"
+            line, col = _line_col(text, pos + i)
+            return f"{JSON_PARSE_PREFIX}expected ident at line {line} column {col + 1}"
+        line, col = _line_col(text, pos)
+        return f"{JSON_PARSE_PREFIX}expected value at line {line} column {col + 1}"
+    line, col = _line_col(text, pos)
+    wording = {
+        "Extra data": "trailing characters",
+        "Expecting property name enclosed in double quotes": "key must be a string",
+        "Expecting ':' delimiter": "expected `:`",
+        "Expecting ',' delimiter": "expected `,` or `}`",
+        "Unterminated string starting at": "EOF while parsing a string",
+        "Invalid control character at": "control character (\\u0000-\\u001F) found while parsing a string",
+    }.get(msg, msg[:1].lower() + msg[1:])
+    return f"{JSON_PARSE_PREFIX}{wording} at line {line} column {col + 1}"
+
+
+def parse_json(raw: bytes) -> Any:
+    """Decode a request body; raises ValueError with coglet's 400 text."""
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(json_error_text(raw, exc)) from exc
+    except RecursionError as exc:
+        raise ValueError(JSON_PARSE_PREFIX + "recursion limit exceeded") from exc

@@ -1,0 +1,82 @@
+"""Turn the worker's output values into what clients receive.
+
+The worker leaves every returned file on disk and puts a ``FileOutput`` marker in
+its place, anywhere in the value (a list item, a BaseModel field, a dict value).
+Each marker becomes a data URL, or with ``--upload-url`` the URL it was uploaded
+to; nested files are uploaded too (Cog 0.23.1 leaves those as data URLs). Files
+the worker wrote as temporary copies are deleted once encoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from cogkit.server.uploads import Uploader
+from cogkit.worker.protocol import FileOutput
+
+# Encode files above this size off the event loop, so other requests keep flowing.
+_INLINE_LIMIT = 256 * 1024
+
+
+def _has_files(value: Any) -> bool:
+    if isinstance(value, FileOutput):
+        return True
+    if isinstance(value, dict):
+        return any(_has_files(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_files(v) for v in value)
+    return False
+
+
+def _collect(value: Any, found: list[FileOutput]) -> None:
+    if isinstance(value, FileOutput):
+        found.append(value)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _collect(v, found)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _collect(v, found)
+
+
+def _replace(value: Any, urls: dict[int, str]) -> Any:
+    if isinstance(value, FileOutput):
+        return urls[id(value)]
+    if isinstance(value, dict):
+        return {k: _replace(v, urls) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_replace(v, urls) for v in value]
+    return value
+
+
+class OutputEncoder:
+    def __init__(self, uploader: Uploader | None = None) -> None:
+        self.uploader = uploader
+
+    async def encode(self, value: Any, prediction_id: str | None = None) -> Any:
+        """``value`` with every FileOutput replaced by its URL (uploads run in parallel)."""
+        if not _has_files(value):
+            return value
+        files: list[FileOutput] = []
+        _collect(value, files)
+        try:
+            urls = await asyncio.gather(*(self._encode_file(f, prediction_id) for f in files))
+        finally:
+            for f in files:
+                if f.owned:
+                    try:
+                        os.unlink(f.path)
+                    except OSError:
+                        pass
+        return _replace(value, {id(f): u for f, u in zip(files, urls)})
+
+    async def _encode_file(self, f: FileOutput, prediction_id: str | None) -> str:
+        if self.uploader is not None:
+            return await self.uploader.upload(f.path, prediction_id)
+        from cogkit.files import data_url
+
+        if os.path.getsize(f.path) <= _INLINE_LIMIT:
+            return data_url(f.path)
+        return await asyncio.get_running_loop().run_in_executor(None, data_url, f.path)

@@ -1,0 +1,548 @@
+"""The prediction service: admission, running predictions on the worker, cancel, shutdown.
+
+The HTTP layer (app.py) turns requests into calls here and results into bodies;
+everything about a prediction's life lives here and in prediction.py.
+
+Order of checks for a new prediction (as coglet): the server must be ready (503),
+the input must validate (422), a slot must be free (409, or a place in the
+``--queue``). A prediction leaves the in-flight table and gives its slot back in
+the same step that makes it terminal, before any response or webhook is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import platform
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from cogkit._version import COG_COMPAT_VERSION, __version__
+from cogkit.server.outputs import OutputEncoder
+from cogkit.server.prediction import Prediction, mask_secrets, new_prediction_id, now_iso, secret_fields
+from cogkit.server.settings import Settings
+from cogkit.server.slots import AtCapacity, Slots
+from cogkit.server.sse import EventStream
+from cogkit.server.uploads import Uploader, UploadError
+from cogkit.server.webhooks import EVENTS, PredictionWebhooks, WebhookSender
+from cogkit.worker import protocol as P
+
+if TYPE_CHECKING:
+    import httpx
+
+    from cogkit.validation import InputValidator
+    from cogkit.worker.client import Worker
+
+log = logging.getLogger("cogkit.server")
+
+NOT_READY = "Setup has not finished yet. Wait until it has finished, or GET /health-check for status."
+AT_CAPACITY = "At capacity - all prediction slots busy"
+SHUTTING_DOWN = "The server is shutting down."
+FAILED_PREFIX = "Prediction failed: Prediction failed: "  # coglet's wording for exceptions in predict()
+HEALTHCHECK_PREFIX = "Healthcheck failed: "
+# Failures the worker itself reports (crash, restart, shutdown) are not predict() exceptions.
+WORKER_ERRORS = ("Worker crashed", "Worker restarted", "Worker was shut down")
+
+
+class Refusal(Exception):
+    """A request the service will not run: HTTP status and JSON body."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(body)
+        self.status = status
+        self.body = body
+
+
+def _invalid(loc: list[str], msg: str) -> Refusal:
+    return Refusal(422, {"detail": [{"loc": loc, "msg": msg, "type": "value_error"}]})
+
+
+@dataclass
+class CreateRequest:
+    """The envelope of POST/PUT /predictions (everything but the input values)."""
+
+    id: str | None
+    input: Any
+    webhook: str | None
+    events_filter: frozenset[str] | None
+    context: dict[str, str]
+
+
+def parse_create(body: Any, path_id: str | None, noun: str = "prediction") -> CreateRequest:
+    """Check the request envelope; raise Refusal(422) naming the field and the rule."""
+    from cogkit.validation import json_repr
+
+    if not isinstance(body, dict):
+        raise _invalid(["body"], f"{json_repr(body)} is not of type \"object\"")
+    pid = body.get("id")
+    if pid is not None and not isinstance(pid, str):
+        raise _invalid(["body", "id"], f"{json_repr(pid)} is not of type \"string\"")
+    if path_id is not None:
+        if pid is not None and pid != path_id:
+            raise _invalid(["body", "id"], f"{noun} ID must match the ID supplied in the URL")
+        pid = path_id
+    if pid is not None and not pid:
+        raise _invalid(["body", "id"], f"{noun} ID must not be empty")
+    webhook = body.get("webhook")
+    if webhook is not None:
+        if not isinstance(webhook, str):
+            raise _invalid(["body", "webhook"], f"{json_repr(webhook)} is not of type \"string\"")
+        parts = urlsplit(webhook)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise _invalid(["body", "webhook"], f"{json_repr(webhook)} is not an http(s) URL")
+    events = body.get("webhook_events_filter")
+    events_filter: frozenset[str] | None = None
+    if events is not None:
+        if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
+            raise _invalid(["body", "webhook_events_filter"], f"{json_repr(events)} is not an array of strings")
+        bad = [e for e in events if e not in EVENTS]
+        if bad:
+            raise _invalid(
+                ["body", "webhook_events_filter"],
+                f"{json_repr(bad[0])} is not one of [\"start\",\"output\",\"logs\",\"completed\"]",
+            )
+        events_filter = frozenset(events)
+    context = body.get("context")
+    if context is None:
+        context = {}
+    elif not isinstance(context, dict) or not all(isinstance(v, str) for v in context.values()):
+        raise _invalid(["body", "context"], f"{json_repr(context)} is not an object of strings")
+    return CreateRequest(pid, body.get("input"), webhook, events_filter, dict(context))
+
+
+class PredictionService:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.worker: Worker | None = None
+        self.loaded: P.Loaded | None = None
+        self.schema: dict[str, Any] | None = None  # served once setup succeeded
+        self.validator: InputValidator | None = None
+        self.secrets: frozenset[str] = frozenset()
+        self.streaming = False
+        self.output_iterator = False
+        self.slots = Slots(1, settings.queue)
+        self.inflight: dict[str, Prediction] = {}
+        self._waiters: dict[str, asyncio.Future[None]] = {}
+        self._streams: dict[str, EventStream] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._http: httpx.AsyncClient | None = None
+        self.webhooks = WebhookSender(
+            self.http_client,
+            token=settings.webhook_token,
+            throttle_interval=settings.throttle_interval,
+            user_agent=f"cogkit/{__version__} (cog {COG_COMPAT_VERSION})",
+        )
+        uploader = Uploader(settings.upload_url, self.http_client) if settings.upload_url else None
+        self.outputs = OutputEncoder(uploader)
+        self.boot_error: str | None = None  # the worker could not even be created
+        self.boot_lines: list[str] = [
+            f"[cogkit] cogkit {__version__} (Cog {COG_COMPAT_VERSION} protocol)",
+            f"[cogkit] python {platform.python_version()}",
+            f"[cogkit] {settings.mode}er {settings.predictor_ref}" if settings.mode == "train"
+            else f"[cogkit] predictor {settings.predictor_ref}",
+        ]
+        self.draining = False
+        self.on_exit: Callable[[], None] | None = None
+        self._health_task: asyncio.Task[Any] | None = None
+        self._start_task: asyncio.Task[None] | None = None
+        self._shutdown_task: asyncio.Task[None] | None = None
+        self._workdir = tempfile.mkdtemp(prefix="cogkit-server-")
+        self._created_at = now_iso()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def begin(self) -> None:
+        """Spawn the worker (call on the running loop; returns at once)."""
+        if self._start_task is None:
+            self._start_task = asyncio.get_running_loop().create_task(self._start())
+
+    async def _start(self) -> None:
+        from cogkit.worker.client import Worker
+
+        s = self.settings
+        try:
+            self.worker = Worker(
+                s.predictor_ref,
+                project_dir=s.project_dir,
+                mode=s.mode,
+                weights=s.weights,
+                max_concurrency=s.max_concurrency,
+                setup_timeout=s.setup_timeout,
+            )
+            await self.worker.start()
+        except Exception as exc:  # the worker reports setup failures through its state
+            if self.worker is None:
+                self.boot_error = f"{type(exc).__name__}: {exc}"
+                log.error("could not start the worker: %s", self.boot_error)
+                return
+        loaded = self.worker.loaded
+        if loaded is None:
+            return  # load failed: SETUP_FAILED, reported by health
+        self.loaded = loaded
+        self.streaming = bool(loaded.streaming)
+        self.output_iterator = bool(loaded.output_iterator)
+        self.slots.resize(max(1, int(loaded.max_concurrency or 1)))
+        # Build the validator while setup() runs in the child.
+        from cogkit.validation import InputValidator
+
+        input_name = "TrainingInput" if s.mode == "train" else "Input"
+        self.validator = InputValidator(loaded.schema, mode=s.mode)
+        self.secrets = secret_fields(loaded.schema["components"]["schemas"].get(input_name, {}))
+        try:
+            await self.worker.wait_ready()
+        except Exception:
+            pass
+        if self.worker.state == "READY":
+            self.schema = loaded.schema
+            log.info("ready: %s", s.predictor_ref)
+        self._warm_http()
+
+    def _warm_http(self) -> None:
+        # Import httpx off the request path so the first webhook or upload is not slowed.
+        asyncio.get_running_loop().run_in_executor(None, __import__, "httpx")
+
+    async def http_client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            import httpx
+
+            self._http = httpx.AsyncClient(
+                timeout=httpx.Timeout(30.0, connect=10.0),
+                limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            )
+        return self._http
+
+    # ------------------------------------------------------------------ status
+
+    def worker_state(self) -> str:
+        if self.boot_error is not None:
+            return "SETUP_FAILED"
+        if self.worker is None:
+            return "STARTING"
+        return self.worker.state
+
+    def status(self) -> str:
+        """Health status without the user healthcheck."""
+        st = self.worker_state()
+        if st == "READY":
+            return "BUSY" if self.slots.full else "READY"
+        if st in ("STARTING", "SETUP_FAILED", "DEFUNCT"):
+            return st
+        return "DEFUNCT"  # STOPPED or anything unexpected: not serving
+
+    @property
+    def ready(self) -> bool:
+        return self.worker_state() == "READY" and self.validator is not None and not self.draining
+
+    async def user_healthcheck(self) -> str | None:
+        """None when healthy (or no healthcheck() is defined), else Cog's error text.
+        The worker shares one run of the hook between concurrent callers."""
+        worker = self.worker
+        if self.loaded is None or not self.loaded.has_healthcheck or worker is None:
+            return None
+        try:
+            healthy, error = await worker.healthcheck(self.settings.healthcheck_timeout)
+        except Exception as exc:  # the worker went away meanwhile: status() will say so
+            return f"{HEALTHCHECK_PREFIX}{exc}"
+        if healthy:
+            return None
+        return error or f"{HEALTHCHECK_PREFIX}user-defined healthcheck returned False"
+
+    def setup_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = {}
+        setup = getattr(self.worker, "setup", None) if self.worker is not None else None
+        started = _iso(getattr(setup, "started_at", None)) or self._created_at
+        completed = _iso(getattr(setup, "completed_at", None))
+        status = getattr(setup, "status", None) or "starting"
+        logs = "\n".join(self.boot_lines) + "\n"
+        if setup is not None and getattr(setup, "logs", ""):
+            logs += setup.logs if setup.logs.endswith("\n") else setup.logs + "\n"
+        if self.boot_error is not None:
+            status = "failed"
+            logs += f"[cogkit] worker failed to start: {self.boot_error}\n"
+        info["started_at"] = started
+        if completed is not None:
+            info["completed_at"] = completed
+        info["status"] = status
+        info["logs"] = logs
+        return info
+
+    # ------------------------------------------------------------------ predictions
+
+    def existing(self, pid: str) -> Prediction | None:
+        return self.inflight.get(pid)
+
+    def admit(self, req: CreateRequest) -> Prediction:
+        """Validate and reserve a slot; the prediction is registered but not started."""
+        if self.draining:
+            raise Refusal(503, {"error": SHUTTING_DOWN, "status": "failed"})
+        if not self.ready:
+            raise Refusal(503, {"error": NOT_READY, "status": "failed"})
+        assert self.validator is not None
+        result = self.validator.validate(req.input)
+        if result.errors:
+            raise Refusal(422, {"detail": result.errors})
+        try:
+            waiter = self.slots.reserve()
+        except AtCapacity:
+            raise Refusal(409, {"error": AT_CAPACITY, "status": "failed"}) from None
+        pid = req.id or new_prediction_id()
+        pred = Prediction(
+            pid,
+            mask_secrets(result.inputs, self.secrets),
+            webhook=req.webhook,
+            events_filter=req.events_filter,
+            context=req.context,
+        )
+        pred.worker_inputs = result.inputs
+        if result.unknown:
+            names = ", ".join(sorted(result.unknown))
+            pred.append_log(f"cogkit: ignored input(s) not in the schema: {names}\n")
+        self.inflight[pid] = pred
+        if waiter is not None:
+            self._waiters[pid] = waiter
+        if self.streaming:
+            self._streams[pid] = EventStream(self.settings.stream_history)
+        return pred
+
+    def stream_of(self, pid: str) -> EventStream | None:
+        return self._streams.get(pid)
+
+    def launch(self, pred: Prediction, trace_headers: dict[str, str] | None = None) -> None:
+        if trace_headers:
+            pred.trace_headers = trace_headers
+        task = asyncio.get_running_loop().create_task(self._run(pred))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, pred: Prediction) -> None:
+        hooks = self.webhooks.open(pred)
+        stream = self._streams.get(pred.id)
+        workdir: str | None = None
+        try:
+            waiter = self._waiters.get(pred.id)
+            if waiter is not None:
+                try:
+                    await waiter
+                    del self._waiters[pred.id]  # the slot is ours now
+                except asyncio.CancelledError:
+                    if not pred.cancel_requested:
+                        raise
+            if pred.cancel_requested:
+                pred.finish("canceled")
+                return
+            pred.start()
+            if hooks:
+                hooks.emit("start")
+            if stream:
+                stream.publish("start", {"id": pred.id, "status": "processing"})
+            inputs = pred.worker_inputs
+            if self.loaded is not None:
+                from cogkit.files import InputFileError, prepare_inputs
+
+                try:
+                    workdir = os.path.join(self._workdir, pred.id.replace("/", "_"))
+                    inputs = await prepare_inputs(inputs, self.loaded.schema, workdir, mode=self.settings.mode)
+                except InputFileError as exc:
+                    pred.finish("failed", error=f"Input validation error: {exc}")
+                    return
+            if pred.cancel_requested:
+                pred.finish("canceled")
+                return
+            await self._drive(pred, inputs, hooks, stream)
+        except asyncio.CancelledError:
+            if not pred.terminal:
+                pred.finish("canceled")
+            raise
+        except UploadError as exc:
+            if not pred.terminal:
+                pred.finish("failed", error=str(exc))
+        except Exception as exc:
+            log.exception("prediction %s failed in the server", pred.id)
+            if not pred.terminal:
+                pred.finish("failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._settle(pred, hooks, stream)
+            if workdir is not None:
+                from cogkit.files import remove_workdir
+
+                asyncio.get_running_loop().run_in_executor(None, remove_workdir, workdir)
+
+    async def _drive(
+        self,
+        pred: Prediction,
+        inputs: dict[str, Any],
+        hooks: PredictionWebhooks | None,
+        stream: EventStream | None,
+    ) -> None:
+        """Hand the prediction to the worker and follow its events to the terminal one."""
+        from cogkit.worker.client import WorkerBusy, WorkerNotReady
+
+        worker = self.worker
+        assert worker is not None
+        try:
+            handle = await worker.predict(pred.id, inputs, pred.context)
+        except WorkerBusy:
+            pred.finish("failed", error="the worker had no free slot (internal error)")
+            return
+        except WorkerNotReady:
+            pred.finish("failed", error="the worker is not ready (it may be restarting after a crash)")
+            return
+        pred.in_worker = True
+        if pred.cancel_requested:
+            await worker.cancel(pred.id)
+        encode = self.outputs.encode
+        async for ev in handle:
+            kind = type(ev)
+            if kind is P.Log:
+                pred.append_log(ev.text)
+                if hooks:
+                    hooks.emit("logs")
+                if stream:
+                    stream.publish("log", {"source": ev.stream, "data": ev.text})
+            elif kind is P.Output:
+                value = ev.value
+                if isinstance(value, (P.FileOutput, dict, list, tuple)):
+                    try:
+                        value = await encode(value, pred.id)
+                    except UploadError as exc:
+                        await worker.cancel(pred.id)
+                        pred.finish("failed", error=str(exc))
+                        await _drain(handle)
+                        return
+                index = len(pred.output_items or ())
+                pred.add_output_item(value)
+                if hooks:
+                    hooks.emit("output")
+                if stream:
+                    stream.publish("output", {"chunk": value, "index": index})
+            elif kind is P.Metric:
+                pred.record_metric(ev.name, ev.value, ev.mode)
+                if stream:
+                    stream.publish("metric", {"name": ev.name, "value": ev.value, "mode": ev.mode})
+            elif kind is P.Done:
+                if self.output_iterator or pred.output_items is not None:
+                    output = list(pred.output_items or [])
+                else:
+                    output = await encode(ev.output, pred.id)
+                    self._output_events(pred, output, hooks, stream)
+                pred.finish("succeeded", output=output, predict_time=ev.predict_time)
+                return
+            elif kind is P.Failed:
+                error = ev.error if ev.error.startswith(WORKER_ERRORS) else FAILED_PREFIX + ev.error
+                pred.finish("failed", error=error, predict_time=ev.predict_time)
+                return
+            elif kind is P.Canceled:
+                pred.finish("canceled", predict_time=ev.predict_time)
+                return
+        if not pred.terminal:  # the handle ended without a terminal event
+            pred.finish("failed", error="the worker stopped without finishing the prediction")
+
+    def _output_events(
+        self, pred: Prediction, output: Any, hooks: PredictionWebhooks | None, stream: EventStream | None
+    ) -> None:
+        """A returned (not yielded) output still produces ``output`` events, as with coglet:
+        one per list item, or one for the whole value."""
+        items = output if isinstance(output, list) and len(output) <= 100 else [output]
+        for i, item in enumerate(items):
+            pred.add_output_item(item)
+            if hooks:
+                hooks.emit("output")
+            if stream:
+                stream.publish("output", {"chunk": item, "index": i})
+
+    def _settle(self, pred: Prediction, hooks: PredictionWebhooks | None, stream: EventStream | None) -> None:
+        """Terminal bookkeeping, all without awaiting: the slot is free before anyone is told."""
+        if not pred.terminal:
+            pred.finish("failed", error="the prediction ended without a result (internal error)")
+        if self.inflight.get(pred.id) is pred:
+            del self.inflight[pred.id]
+        waiter = self._waiters.pop(pred.id, None)
+        if waiter is not None:
+            self.slots.abandon(waiter)
+        else:
+            self.slots.release()
+        self._streams.pop(pred.id, None)
+        if stream:
+            stream.publish("completed", pred.body())
+        if hooks:
+            hooks.complete()
+
+    async def cancel(self, pid: str) -> bool:
+        pred = self.inflight.get(pid)
+        if pred is None or pred.terminal:
+            return False
+        pred.cancel_requested = True
+        waiter = self._waiters.get(pid)
+        if waiter is not None and not waiter.done():
+            waiter.cancel()
+        elif pred.in_worker and self.worker is not None:
+            await self.worker.cancel(pid)
+        return True
+
+    # ------------------------------------------------------------------ shutdown
+
+    def request_shutdown(self) -> None:
+        if self._shutdown_task is None:
+            self._shutdown_task = asyncio.get_running_loop().create_task(self.shutdown())
+
+    async def shutdown(self) -> None:
+        """Stop taking predictions, let in-flight ones finish for the grace period, cancel
+        the rest, deliver their webhooks, stop the worker, then let the HTTP server exit."""
+        self.draining = True
+        try:
+            pending = [p for p in self.inflight.values() if not p.terminal]
+            if pending:
+                log.info("shutting down: %d prediction(s) in flight", len(pending))
+                await _wait_all(pending, self.settings.shutdown_grace)
+                for pred in [p for p in self.inflight.values() if not p.terminal]:
+                    await self.cancel(pred.id)
+                await _wait_all(list(self.inflight.values()), 5.0)
+            if self._tasks:
+                await asyncio.wait(list(self._tasks), timeout=5.0)
+            if not await self.webhooks.drain(timeout=10.0):
+                log.warning("shutting down with %d webhook delivery(ies) unfinished", self.webhooks.pending)
+            if self._start_task is not None and not self._start_task.done():
+                self._start_task.cancel()
+            if self.worker is not None:
+                try:
+                    await self.worker.shutdown(5.0)
+                except Exception:
+                    log.exception("worker shutdown failed")
+            if self._http is not None:
+                await self._http.aclose()
+                self._http = None
+        finally:
+            from cogkit.files import remove_workdir
+
+            remove_workdir(self._workdir)
+            if self.on_exit is not None:
+                self.on_exit()
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+async def _wait_all(preds: list[Prediction], timeout: float) -> None:
+    waits = [p.done.wait() for p in preds if not p.terminal]
+    if waits:
+        try:
+            await asyncio.wait_for(asyncio.gather(*waits), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+
+async def _drain(handle: Any) -> None:
+    """Consume what is left of a prediction's events (after a cancel) so the worker's slot
+    is returned cleanly."""
+    try:
+        async for _ in handle:
+            pass
+    except Exception:
+        pass
