@@ -1,0 +1,266 @@
+"""cogkit.ml.llm_engine on a tiny random Llama: fidelity with transformers' generate,
+continuous batching, per-request settings and seeds, stop sequences, EOS/min tokens,
+cancellation, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+
+from cogkit.ml.llm_engine import GenerationError, LLMEngine  # noqa: E402
+from cogkit.ml.llm_text import build_prompt  # noqa: E402
+from cogkit.ml.sampling import SamplingParams  # noqa: E402
+from tests.tiny_llama import tiny_llama_dir  # noqa: E402,F401
+
+GREEDY = SamplingParams(temperature=0.0)
+PROMPTS = ["tell me a story about a dragon", "hello, how are you today?", "what is your name", "once upon a time"]
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_llama_dir):
+    return AutoTokenizer.from_pretrained(tiny_llama_dir)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_llama_dir):
+    """Plain transformers model (default attention, DynamicCache) for generate()."""
+    return AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_llama_dir):
+    eng = LLMEngine.from_pretrained(tiny_llama_dir, device="cpu", dtype=torch.float32, slots=4)
+    yield eng
+    eng.close()
+
+
+def prompt_ids(tok, text: str, system: str = "You are a tiny robot.") -> list[int]:
+    return build_prompt(tok, text, system)[0]
+
+
+def hf_generate(model, ids: list[int], **kwargs) -> list[int]:
+    with torch.no_grad():
+        out = model.generate(
+            torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long), **kwargs
+        )
+    return out[0, len(ids):].tolist()
+
+
+def run(engine, ids, params=GREEDY, **kwargs):
+    stream = engine.submit(ids, params, **kwargs)
+    text = stream.text()
+    return text, stream.token_ids, stream.stats
+
+
+# --------------------------------------------------------------------------------- fidelity
+
+
+@pytest.mark.parametrize("text", PROMPTS)
+def test_greedy_equals_transformers_generate(engine, reference, tok, text) -> None:
+    ids = prompt_ids(tok, text)
+    out, tokens, stats = run(engine, ids, max_new_tokens=32)
+    expected = hf_generate(reference, ids, max_new_tokens=32, do_sample=False)
+    assert tokens == expected
+    assert out == tok.decode(expected, skip_special_tokens=True)
+    assert stats.input_token_count == len(ids) and stats.output_token_count == len(expected)
+
+
+def test_greedy_with_repetition_penalty_equals_transformers(engine, reference, tok) -> None:
+    ids = prompt_ids(tok, PROMPTS[0])
+    _, tokens, _ = run(engine, ids, SamplingParams(temperature=0.0, repetition_penalty=1.5), max_new_tokens=32)
+    assert tokens == hf_generate(reference, ids, max_new_tokens=32, do_sample=False, repetition_penalty=1.5)
+    assert tokens != run(engine, ids, max_new_tokens=32)[1]
+
+
+def test_temperature_zero_is_greedy_whatever_the_filters(engine, tok) -> None:
+    ids = prompt_ids(tok, PROMPTS[1])
+    greedy = run(engine, ids, max_new_tokens=16)[1]
+    assert run(engine, ids, SamplingParams(temperature=0.0, top_k=5, top_p=0.5, seed=3), max_new_tokens=16)[1] == greedy
+    # top_k=1 or top_p=0 leave only the most likely token, at any temperature
+    assert run(engine, ids, SamplingParams(temperature=1.5, top_k=1, seed=7), max_new_tokens=16)[1] == greedy
+    assert run(engine, ids, SamplingParams(temperature=1.5, top_p=0.0, seed=7), max_new_tokens=16)[1] == greedy
+
+
+# ------------------------------------------------------------------------------ batching
+
+
+def test_four_concurrent_requests_are_batched_and_match_solo_runs(engine, tok) -> None:
+    settings = [
+        (PROMPTS[0], GREEDY, 24),
+        (PROMPTS[1], SamplingParams(temperature=0.0, repetition_penalty=1.3), 17),
+        (PROMPTS[2], SamplingParams(temperature=0.9, top_p=0.9, top_k=20, seed=11), 30),
+        (PROMPTS[3], SamplingParams(temperature=1.2, frequency_penalty=0.5, presence_penalty=0.3, seed=5), 9),
+    ]
+    solo = [run(engine, prompt_ids(tok, p), params, max_new_tokens=n)[:2] for p, params, n in settings]
+    engine.peak_batch = 0
+    with engine._cond:  # queue all four before the engine thread looks: they start together
+        streams = [engine.submit(prompt_ids(tok, p), params, max_new_tokens=n) for p, params, n in settings]
+    batched = [(s.text(), s.token_ids) for s in streams]
+    assert engine.peak_batch == 4
+    assert batched == solo
+    assert [len(t) for _, t in batched] == [24, 17, 30, 9]
+
+
+def test_a_new_request_joins_a_running_batch(engine, tok) -> None:
+    long_ids, short_ids = prompt_ids(tok, PROMPTS[0]), prompt_ids(tok, PROMPTS[3])
+    solo_long = run(engine, long_ids, max_new_tokens=120)[1]
+    solo_short = run(engine, short_ids, SamplingParams(temperature=0.8, seed=1), max_new_tokens=10)[1]
+    engine.peak_batch = 0
+    first = engine.submit(long_ids, GREEDY, max_new_tokens=120)
+    it = iter(first)
+    next(it)  # the long request is decoding
+    second = engine.submit(short_ids, SamplingParams(temperature=0.8, seed=1), max_new_tokens=10)
+    second.text()
+    assert len(first.token_ids) < 120  # the short one finished while the long one still ran
+    list(it)
+    assert engine.peak_batch == 2
+    assert first.token_ids == solo_long and second.token_ids == solo_short
+
+
+def test_more_requests_than_slots_queue_and_all_complete(engine, tok) -> None:
+    ids = [prompt_ids(tok, PROMPTS[i % 4]) for i in range(7)]
+    solo = [run(engine, x, max_new_tokens=8)[1] for x in ids]
+    streams = [engine.submit(x, GREEDY, max_new_tokens=8) for x in ids]
+    for s in streams:
+        s.text()
+    assert [s.token_ids for s in streams] == solo
+    assert engine.peak_batch <= engine.slots
+
+
+def test_async_iteration(engine, tok) -> None:
+    ids = prompt_ids(tok, PROMPTS[2])
+    expected = run(engine, ids, max_new_tokens=12)[0]
+
+    async def consume() -> list[str]:
+        return [d async for d in engine.submit(ids, GREEDY, max_new_tokens=12)]
+
+    parts = asyncio.run(consume())
+    assert "".join(parts) == expected and len(parts) > 1
+
+
+# ---------------------------------------------------------------------------------- seeds
+
+
+def test_seeded_sampling_is_reproducible(engine, tok) -> None:
+    ids = prompt_ids(tok, PROMPTS[0])
+    params = SamplingParams(temperature=1.0, top_p=0.95, seed=42)
+    a, b = run(engine, ids, params, max_new_tokens=24), run(engine, ids, params, max_new_tokens=24)
+    c = run(engine, ids, SamplingParams(temperature=1.0, top_p=0.95, seed=43), max_new_tokens=24)
+    assert a[1] == b[1] and a[0] == b[0]
+    assert a[1] != c[1]
+
+
+# -------------------------------------------------------------------------- stops, EOS, limits
+
+
+def test_stop_sequence_split_across_tokens_is_never_shown(engine, tok) -> None:
+    ids = prompt_ids(tok, PROMPTS[0])
+    full, tokens, _ = run(engine, ids, max_new_tokens=32)
+    # a stop string made of the last two characters of one token and the first two of the next
+    texts = [tok.decode(tokens[:i], skip_special_tokens=True) for i in range(len(tokens) + 1)]
+    cut = next(
+        i for i in range(6, len(tokens) - 1)
+        if len(texts[i]) - len(texts[i - 1]) >= 2 and len(texts[i + 1]) - len(texts[i]) >= 2
+    )
+    stop = texts[cut + 1][len(texts[cut]) - 2 : len(texts[cut]) + 2]
+    text, stop_tokens, stats = run(engine, ids, max_new_tokens=32, stop_sequences=["zzz", stop])
+    assert text == full[: full.index(stop)]
+    assert stop not in text
+    assert stats.finish_reason == "stop" and len(stop_tokens) < 32
+
+
+def test_length_finish_reason(engine, tok) -> None:
+    _, tokens, stats = run(engine, prompt_ids(tok, PROMPTS[1]), max_new_tokens=5)
+    assert len(tokens) == 5 and stats.finish_reason == "length"
+    assert stats.time_to_first_token is not None and stats.time_to_first_token > 0
+    assert stats.tokens_per_second is not None and stats.tokens_per_second > 0
+
+
+@pytest.fixture(scope="module")
+def eos_engine(tiny_llama_dir, tok):
+    """The tiny model with its <|end|> row copied from a likely token's, so EOS comes early."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
+    ids = prompt_ids(tok, PROMPTS[0])
+    likely = hf_generate(model, ids, max_new_tokens=3, do_sample=False)[2]
+    end = tok.convert_tokens_to_ids("<|end|>")
+    with torch.no_grad():
+        model.lm_head.weight[end] = model.lm_head.weight[likely] * 1.05
+    eng = LLMEngine(model, tok, slots=2)
+    yield eng, model, ids, end
+    eng.close()
+
+
+def test_eos_ends_generation_and_min_new_tokens_masks_it(eos_engine, tok) -> None:
+    eng, model, ids, end = eos_engine
+    text, tokens, stats = run(eng, ids, max_new_tokens=32)
+    expected = hf_generate(model, ids, max_new_tokens=32, do_sample=False)
+    assert tokens == expected and tokens[-1] == end and len(tokens) <= 3
+    assert stats.finish_reason == "stop" and text == tok.decode(tokens, skip_special_tokens=True)
+    _, tokens, _ = run(eng, ids, SamplingParams(temperature=0.0, min_new_tokens=8), max_new_tokens=32)
+    assert tokens == hf_generate(model, ids, max_new_tokens=32, min_new_tokens=8, do_sample=False)
+    assert len(tokens) >= 8 and end not in tokens[:7]
+
+
+def test_requests_that_cannot_fit_are_refused_with_the_rule(engine, tok) -> None:
+    ids = prompt_ids(tok, PROMPTS[0])
+    with pytest.raises(GenerationError, match="context window of 512 tokens"):
+        engine.submit(ids, GREEDY, max_new_tokens=512)
+    with pytest.raises(GenerationError, match=r"min_new_tokens \(9\) must not exceed max_new_tokens \(8\)"):
+        engine.submit(ids, SamplingParams(min_new_tokens=9), max_new_tokens=8)
+    with pytest.raises(ValueError, match="temperature"):
+        engine.submit(ids, SamplingParams(temperature=-1), max_new_tokens=8)
+    with pytest.raises(GenerationError, match="empty"):
+        engine.submit([], GREEDY)
+
+
+# ------------------------------------------------------------------------ cancel and failures
+
+
+def test_cancel_frees_the_slot(engine, tok) -> None:
+    ids = prompt_ids(tok, PROMPTS[0])
+    stream = engine.submit(ids, GREEDY, max_new_tokens=400)
+    it = iter(stream)
+    next(it)
+    stream.cancel()
+    rest = list(it)
+    assert stream.stats.finish_reason == "canceled" and len(stream.token_ids) < 400 and len(rest) < 400
+    deadline = time.monotonic() + 5
+    while engine._active and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not engine._active
+    assert run(engine, ids, max_new_tokens=4)[2].finish_reason == "length"
+
+
+def test_a_failing_request_does_not_stop_the_engine(engine, tok) -> None:
+    bad = engine.submit([1, 10**6], GREEDY, max_new_tokens=4)  # id out of the vocabulary
+    with pytest.raises(GenerationError, match="prefill failed"):
+        bad.text()
+    assert bad.stats.finish_reason == "error"
+    _, tokens, stats = run(engine, prompt_ids(tok, PROMPTS[2]), max_new_tokens=6)
+    assert len(tokens) == 6 and stats.finish_reason == "length"
+
+
+def test_submit_from_many_threads(engine, tok) -> None:
+    ids = prompt_ids(tok, PROMPTS[1])
+    expected = run(engine, ids, max_new_tokens=10)[1]
+    results: list[list[int]] = []
+
+    def client() -> None:
+        s = engine.submit(ids, GREEDY, max_new_tokens=10)
+        s.text()
+        results.append(s.token_ids)
+
+    threads = [threading.Thread(target=client) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert results == [expected] * 6
