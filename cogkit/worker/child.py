@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cogkit.exceptions import CancelationException
+from cogkit.exceptions import CancelationException, CogkitError
 from cogkit.scope import scope
 from cogkit.worker import _capture, _framing
 from cogkit.worker._capture import OutputCapture, current_prediction
@@ -59,19 +59,29 @@ SYNC_CONCURRENCY_ERROR = "COG_MAX_CONCURRENCY > 1 requires an async run() or pre
 # A cancel signal landing while these modules run (mid-frame on the socket, inside
 # the capture lock) is not raised there; the canceller re-sends it shortly after.
 _CRITICAL_FILES = frozenset({_framing.__file__, _capture.__file__})
-_OWN_FILES = frozenset({__file__, *_CRITICAL_FILES})
+_COGKIT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _print_traceback(exc: BaseException) -> None:
-    """Print exc's traceback to (captured) stderr, starting at the user's frames."""
+def _user_traceback(exc: BaseException) -> str:
+    """exc's traceback from the first frame that is not cogkit's or the import system's.
+    Errors cogkit itself reports (bad signatures, bad refs) need no traceback."""
+    if isinstance(exc, CogkitError):
+        return f"{_error_text(exc)}\n"
     tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename in _OWN_FILES and tb.tb_next is not None:
+    while tb is not None and tb.tb_next is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if not (filename.startswith(_COGKIT_DIR) or filename.startswith("<frozen importlib")):
+            break
         tb = tb.tb_next
-    sys.stderr.write("".join(traceback.format_exception(type(exc), exc, tb)))
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _print_traceback(exc: BaseException) -> None:
+    sys.stderr.write(_user_traceback(exc))
     sys.stderr.flush()
 
 
@@ -134,8 +144,7 @@ class Runner:
 
     def _setup_result(self, exc: BaseException | None) -> bool:
         if exc is not None:
-            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            message = SetupDone(ok=False, error=_error_text(exc), traceback=tb)
+            message = SetupDone(ok=False, error=_error_text(exc), traceback=_user_traceback(exc))
         else:
             message = SetupDone(ok=True)
         self.capture.end(None)
@@ -468,7 +477,7 @@ def main(argv: list[str] | None = None) -> None:
     diag = os.fdopen(os.dup(2), "w", buffering=1)
     import faulthandler
 
-    faulthandler.enable(file=diag)
+    faulthandler.enable(file=diag, all_threads=False)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     conn = _framing.ChildConnection(sock)
     try:
@@ -485,9 +494,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         predictor, loaded = load(hello)
     except BaseException as exc:  # noqa: BLE001 - import errors, bad signatures, SystemExit
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         capture.end(None)
-        conn.send(LoadFailed(error=_error_text(exc), traceback=tb))
+        conn.send(LoadFailed(error=_error_text(exc), traceback=_user_traceback(exc)))
         _exit(1)
         return
     conn.send(loaded)

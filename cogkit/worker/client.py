@@ -374,11 +374,15 @@ class Worker:
         env.update(self.env)
         return env
 
-    async def _spawn(self, first: bool) -> _Child | None:
+    def _begin_setup(self) -> None:
         self.state = STARTING
         self.setup = SetupInfo(started_at=_now())
         if self._setup_event.is_set():
             self._setup_event = asyncio.Event()
+
+    async def _spawn(self, first: bool) -> _Child | None:
+        if first:
+            self._begin_setup()
         env = self._child_env()
         weights = self.weights if self.weights is not None else env.get("COG_WEIGHTS")
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -605,5 +609,5 @@ class Worker:
             self.state = DEFUNCT
             return
         self.restarts += 1
-        self.state = STARTING  # now, not when the task first runs: predict() must refuse
+        self._begin_setup()  # now, not when the task first runs: predict() must refuse
         self._restart_task = asyncio.create_task(self._spawn(first=False))
