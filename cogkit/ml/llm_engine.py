@@ -347,9 +347,20 @@ class LLMEngine:
             plan = plan_device()
             device = device or plan.device
             dtype = dtype or plan.dtype
-        # AutoTokenizer raises on a bad folder (a concrete tokenizer class silently returns an empty one)
-        tokenizer = AutoTokenizer.from_pretrained(os.fspath(path))
-        model = AutoModelForCausalLM.from_pretrained(os.fspath(path), dtype=dtype, device_map=str(device))
+        from cogkit.ml.weights import WeightsError
+
+        folder = os.fspath(path)
+        missing = [f for f in ("config.json",) if not os.path.isfile(os.path.join(folder, f))]
+        if not any(os.path.isfile(os.path.join(folder, f)) for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+            missing.append("tokenizer.json / tokenizer_config.json")
+        if missing:
+            raise WeightsError(
+                f"weights: {folder} is not a transformers causal-LM folder (missing {', '.join(missing)}); "
+                "expected what save_pretrained writes for the model and its tokenizer"
+            )
+        # AutoTokenizer, not a concrete class: those silently return an empty tokenizer for a bad folder
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, device_map=str(device))
         if fp8:
             from cogkit.ml.fp8 import quantize_linears
 
