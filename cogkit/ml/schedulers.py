@@ -18,7 +18,7 @@ _TABLE: dict[str, tuple[str, dict[str, Any]]] = {
     "KarrasDPM": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
     "K_EULER_ANCESTRAL": ("EulerAncestralDiscreteScheduler", {}),
     "K_EULER": ("EulerDiscreteScheduler", {}),
-    "PNDM": ("PNDMScheduler", {}),
+    "PNDM": ("PNDMScheduler", {"skip_prk_steps": True}),  # as SDXL ships it; PRK warm-up needs >= 4 steps
     "LCM": ("LCMScheduler", {}),
     "DPM++2M SDE Karras": (
         "DPMSolverMultistepScheduler",

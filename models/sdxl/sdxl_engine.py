@@ -1,0 +1,484 @@
+"""The SDXL engine: loads the pipelines once, then runs one request in any mode.
+
+Modes: txt2img; img2img (``image``); inpaint (``image`` + ``mask``); outpaint
+(``image`` + ``outpaint``, canvas and mask built here); each optionally with a
+ControlNet (canny/depth) and a refiner (expert ensemble or base-image refine);
+few-step modes LCM-LoRA / SDXL-Turbo / SDXL-Lightning. Every pipeline is built
+from the base's components (``from_pipe``), so the weights live in memory once.
+
+Optional extras are looked up, in order, as a sub-folder of the weights folder,
+an environment variable, then a Hugging Face id (only when that resolves; with
+HF_HUB_OFFLINE=1 only the local cache counts):
+
+=================  ================================  ==========================================
+extra              environment variable              default
+=================  ================================  ==========================================
+refiner/           COGKIT_SDXL_REFINER               stabilityai/stable-diffusion-xl-refiner-1.0
+controlnet-canny/  COGKIT_SDXL_CONTROLNET_CANNY      diffusers/controlnet-canny-sdxl-1.0
+controlnet-depth/  COGKIT_SDXL_CONTROLNET_DEPTH      diffusers/controlnet-depth-sdxl-1.0-small
+depth-annotator/   COGKIT_SDXL_DEPTH_ANNOTATOR       Intel/dpt-hybrid-midas
+safety-checker/    COGKIT_SDXL_SAFETY_CHECKER        CompVis/stable-diffusion-safety-checker
+lcm-lora/          COGKIT_SDXL_LCM_LORA              latent-consistency/lcm-lora-sdxl
+=================  ================================  ==========================================
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import pathlib
+import time
+from typing import Any
+
+import torch
+from PIL import Image
+
+from cogkit.ml import images as mlimages
+from cogkit.ml.device import apply_speedups, configure_vae, plan_device
+from cogkit.ml.logs import log
+from cogkit.ml.progress import DenoiseProgress, quiet_libraries, quiet_pipeline
+from cogkit.ml.schedulers import make_scheduler
+from cogkit.ml.seeds import generators
+from cogkit.ml.weights import WeightsError, resolve_weights
+
+DEFAULT_WEIGHTS = "stabilityai/stable-diffusion-xl-base-1.0"
+EXTRAS = {
+    "refiner": ("COGKIT_SDXL_REFINER", "stabilityai/stable-diffusion-xl-refiner-1.0"),
+    "controlnet-canny": ("COGKIT_SDXL_CONTROLNET_CANNY", "diffusers/controlnet-canny-sdxl-1.0"),
+    "controlnet-depth": ("COGKIT_SDXL_CONTROLNET_DEPTH", "diffusers/controlnet-depth-sdxl-1.0-small"),
+    "depth-annotator": ("COGKIT_SDXL_DEPTH_ANNOTATOR", "Intel/dpt-hybrid-midas"),
+    "safety-checker": ("COGKIT_SDXL_SAFETY_CHECKER", "CompVis/stable-diffusion-safety-checker"),
+    "lcm-lora": ("COGKIT_SDXL_LCM_LORA", "latent-consistency/lcm-lora-sdxl"),
+}
+
+# Per fast mode: default steps, guidance, size, and limits that keep results good.
+MODES = {
+    "standard": dict(steps=30, guidance=7.5, size=1024, max_steps=500, max_guidance=50.0),
+    "lcm": dict(steps=6, guidance=1.5, size=1024, max_steps=8, max_guidance=2.0),
+    "turbo": dict(steps=1, guidance=0.0, size=512, max_steps=4, max_guidance=1.0),
+    "lightning": dict(steps=4, guidance=0.0, size=1024, max_steps=8, max_guidance=1.0),
+}
+MAX_INPUT_PIXELS = 1024 * 1024  # SDXL's native area; larger inputs are scaled down to it
+REFINE_STRENGTH = 0.3           # base_image_refiner: how much of the base image the refiner redoes
+MAX_USER_LORAS = 4              # LoRAs kept loaded for hot-swapping (least recently used evicted)
+
+
+class InputError(ValueError):
+    """A request the model cannot run; the message names the input and the rule."""
+
+
+@dataclasses.dataclass
+class Request:
+    prompt: str = "An astronaut riding a rainbow unicorn"
+    negative_prompt: str = ""
+    image: str | None = None
+    mask: str | None = None
+    width: int | None = None
+    height: int | None = None
+    num_outputs: int = 1
+    scheduler: str = "K_EULER"
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    prompt_strength: float = 0.8
+    seed: int = 0
+    refine: str = "no_refiner"
+    high_noise_frac: float = 0.8
+    refine_steps: int | None = None
+    apply_watermark: bool = True
+    lora_scale: float = 0.6
+    lora_weights: str | None = None
+    disable_safety_checker: bool = False
+    outpaint: str | None = None
+    controlnet_image: str | None = None
+    controlnet_type: str = "canny"
+    controlnet_preprocess: bool = True
+    controlnet_conditioning_scale: float = 0.75
+    controlnet_start: float = 0.0
+    controlnet_end: float = 1.0
+    fast_mode: str = "auto"
+    sizing_strategy: str = "input_image"
+
+
+def detect_fast_mode(root: pathlib.Path) -> str:
+    """What the loaded weights are: an LCM-distilled UNet, SDXL-Turbo/Lightning, or standard."""
+    name = root.name.lower() if root.name != "snapshots" else root.parent.name.lower()
+    names = " ".join(p.name.lower() for p in [root, *root.parents][:4])
+    try:
+        unet_cfg = json.loads((root / "unet" / "config.json").read_text())
+    except (OSError, ValueError):
+        unet_cfg = {}
+    if unet_cfg.get("time_cond_proj_dim"):
+        return "lcm"
+    if "lightning" in names or "lightning" in name:
+        return "lightning"
+    if "turbo" in names:
+        return "turbo"
+    return "standard"
+
+
+_PARAMS: dict[type, frozenset[str]] = {}
+
+
+def _call_params(cls: type) -> frozenset[str]:
+    if cls not in _PARAMS:
+        import inspect
+
+        _PARAMS[cls] = frozenset(inspect.signature(cls.__call__).parameters)
+    return _PARAMS[cls]
+
+
+class SDXLEngine:
+    def __init__(self, weights: Any = None) -> None:
+        t0 = time.perf_counter()
+        quiet_libraries()
+        from diffusers import StableDiffusionXLPipeline
+
+        self.plan = plan_device()
+        self.root = resolve_weights(weights, default=DEFAULT_WEIGHTS)
+        if not (self.root / "model_index.json").is_file():
+            raise WeightsError(f"weights: {self.root} is not a diffusers SDXL folder (no model_index.json)")
+        self.base = quiet_pipeline(
+            StableDiffusionXLPipeline.from_pretrained(self.root, dtype=self.plan.dtype, add_watermarker=False)
+        ).to(self.plan.device)
+        self.weights_mode = detect_fast_mode(self.root)
+        log(f"[sdxl] base model loaded from {self.root} (weights look like: {self.weights_mode})")
+        self._qkv_fused = bool(apply_speedups(self.base, self.plan, fuse_qkv=self.plan.fuse_qkv)) and self.plan.fuse_qkv
+        self._pipes: dict[tuple[str, str | None, bool], Any] = {}
+        self._schedulers: dict[tuple[str, bool, bool], Any] = {}
+        self._controlnets: dict[str, Any] = {}
+        self._adapters: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self._lcm_adapter: str | None = None
+        self._depth: Any = None
+        from sdxl_safety import SafetyChecker, make_watermarker
+
+        self.watermarker = make_watermarker()
+        self.refiner = self._load_refiner()
+        self.safety = None
+        path = self._extra("safety-checker")
+        if path is not None:
+            try:
+                self.safety = SafetyChecker(path, self.plan.device, self.plan.dtype)
+                log(f"[sdxl] safety checker loaded from {path}")
+            except Exception as exc:
+                log(f"[sdxl] safety checker: could not load {path} ({type(exc).__name__}: {exc}); NSFW filtering is off")
+        else:
+            log("[sdxl] safety checker: weights not available; skipping NSFW filtering (disable_safety_checker has no effect)")
+        self.lcm_lora_path = self._extra("lcm-lora")
+        if self.lcm_lora_path is None and self.weights_mode != "lcm":
+            log("[sdxl] LCM-LoRA: weights not available; fast_mode=lcm needs them")
+        log(f"[sdxl] setup took {time.perf_counter() - t0:.2f}s")
+
+    # ------------------------------------------------------------------ extras
+
+    def _extra(self, key: str) -> pathlib.Path | None:
+        local = self.root / key
+        if local.exists():
+            return local
+        env, default = EXTRAS[key]
+        source = os.environ.get(env, "").strip() or default
+        try:
+            return resolve_weights(source)
+        except WeightsError as exc:
+            log(f"[sdxl] {key}: not available ({exc})")
+            return None
+
+    def _load_refiner(self) -> Any:
+        path = self._extra("refiner")
+        if path is None:
+            log("[sdxl] refiner: weights not available; refine=no_refiner only")
+            return None
+        from diffusers import StableDiffusionXLImg2ImgPipeline
+
+        refiner = StableDiffusionXLImg2ImgPipeline.from_pretrained(
+            path, text_encoder_2=self.base.text_encoder_2, vae=self.base.vae,
+            dtype=self.plan.dtype, add_watermarker=False,
+        ).to(self.plan.device)
+        log(f"[sdxl] refiner loaded from {path}")
+        return quiet_pipeline(refiner)
+
+    def _controlnet(self, kind: str) -> Any:
+        if kind not in self._controlnets:
+            path = self._extra(f"controlnet-{kind}")
+            if path is None:
+                raise InputError(
+                    f"controlnet_type: no ControlNet weights for {kind!r} are available "
+                    f"(add controlnet-{kind}/ to the weights or set {EXTRAS['controlnet-' + kind][0]})"
+                )
+            from diffusers import ControlNetModel
+
+            cn = ControlNetModel.from_pretrained(path, dtype=self.plan.dtype).to(self.plan.device)
+            if self.plan.channels_last:
+                cn.to(memory_format=torch.channels_last)
+            self._controlnets[kind] = cn
+            log(f"[sdxl] ControlNet {kind} loaded from {path}")
+        return self._controlnets[kind]
+
+    def _depth_estimator(self) -> Any:
+        if self._depth is None:
+            path = self._extra("depth-annotator")
+            if path is None:
+                raise InputError(
+                    "controlnet_type: depth needs a depth-estimation model and none is available "
+                    "(add depth-annotator/ to the weights or set COGKIT_SDXL_DEPTH_ANNOTATOR), "
+                    "or pass a ready depth map with controlnet_preprocess=false"
+                )
+            from sdxl_control import DepthEstimator
+
+            self._depth = DepthEstimator(path, self.plan.device)
+            log(f"[sdxl] depth annotator loaded from {path}")
+        return self._depth
+
+    # ------------------------------------------------------------------ pipelines
+
+    def pipeline(self, kind: str, control: str | None = None) -> Any:
+        """The base pipeline for kind txt2img|img2img|inpaint, with a ControlNet or not."""
+        key = (kind, control, False)
+        if key not in self._pipes:
+            import diffusers as D
+
+            if control is None:
+                cls = {"txt2img": None, "img2img": D.StableDiffusionXLImg2ImgPipeline,
+                       "inpaint": D.StableDiffusionXLInpaintPipeline}[kind]
+                pipe = self.base if cls is None else cls.from_pipe(self.base)
+            else:
+                cls = {"txt2img": D.StableDiffusionXLControlNetPipeline,
+                       "img2img": D.StableDiffusionXLControlNetImg2ImgPipeline,
+                       "inpaint": D.StableDiffusionXLControlNetInpaintPipeline}[kind]
+                pipe = cls.from_pipe(self.base, controlnet=self._controlnet(control))
+            self._pipes[key] = quiet_pipeline(pipe)
+        return self._pipes[key]
+
+    def refiner_pipeline(self, kind: str) -> Any:
+        key = ("refine-inpaint" if kind == "inpaint" else "refine", None, True)
+        if key not in self._pipes:
+            from diffusers import StableDiffusionXLInpaintPipeline
+
+            pipe = self.refiner if kind != "inpaint" else StableDiffusionXLInpaintPipeline.from_pipe(self.refiner)
+            self._pipes[key] = quiet_pipeline(pipe)
+        return self._pipes[key]
+
+    def scheduler(self, name: str, trailing: bool, refiner: bool = False) -> Any:
+        key = (name, trailing, refiner)
+        if key not in self._schedulers:
+            source = self.refiner if refiner else self.base
+            self._schedulers[key] = make_scheduler(name, source.scheduler.config, trailing=trailing)
+        return self._schedulers[key]
+
+    # ------------------------------------------------------------------ LoRA
+
+    def _unfuse_qkv(self) -> None:
+        if self._qkv_fused:
+            self.base.unfuse_qkv_projections()
+            self._qkv_fused = False
+            log("[sdxl] fused QKV turned off (LoRA layers need the separate projections)")
+
+    def _load_adapter(self, path: pathlib.Path, name: str) -> None:
+        self._unfuse_qkv()
+        t0 = time.perf_counter()
+        if path.is_file():
+            self.base.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=name)
+        else:
+            self.base.load_lora_weights(str(path), adapter_name=name)
+        log(f"[sdxl] LoRA {name} loaded from {path} in {time.perf_counter() - t0:.2f}s")
+
+    def set_loras(self, lora_weights: str | None, lora_scale: float, lcm: bool) -> None:
+        """Activate the requested LoRA (hot-swapped: the base weights stay loaded) and/or
+        the LCM-LoRA; deactivate all when none is wanted."""
+        names, scales = [], []
+        if lcm:
+            if self._lcm_adapter is None:
+                assert self.lcm_lora_path is not None
+                self._load_adapter(self.lcm_lora_path, "lcm")
+                self._lcm_adapter = "lcm"
+            names.append("lcm")
+            scales.append(1.0)
+        if lora_weights:
+            try:
+                path = resolve_weights(lora_weights)
+            except WeightsError as exc:
+                raise InputError(str(exc).replace("weights:", "lora_weights:", 1)) from None
+            name = "lora_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+            if name not in self._adapters:
+                while len(self._adapters) >= MAX_USER_LORAS:
+                    old, _ = self._adapters.popitem(last=False)
+                    self.base.delete_adapters(old)
+                try:
+                    self._load_adapter(path, name)
+                except Exception as exc:
+                    raise InputError(f"lora_weights: cannot load a LoRA from {lora_weights}: {type(exc).__name__}: {exc}") from None
+                self._adapters[name] = str(path)
+            self._adapters.move_to_end(name)
+            names.append(name)
+            scales.append(lora_scale)
+        if names:
+            self.base.enable_lora()
+            self.base.set_adapters(names, adapter_weights=scales)
+        elif self._adapters or self._lcm_adapter:
+            self.base.disable_lora()
+
+    # ------------------------------------------------------------------ one request
+
+    def resolve_mode(self, req: Request) -> str:
+        mode = self.weights_mode if req.fast_mode == "auto" else ("standard" if req.fast_mode == "off" else req.fast_mode)
+        if mode == "lcm" and self.weights_mode != "lcm" and self.lcm_lora_path is None:
+            raise InputError("fast_mode: lcm needs LCM-LoRA weights and none are available "
+                             "(add lcm-lora/ to the weights or set COGKIT_SDXL_LCM_LORA)")
+        return mode
+
+    def prepare(self, req: Request) -> dict[str, Any]:
+        """Validate and resolve a request into pipeline arguments (no model calls)."""
+        mode = self.resolve_mode(req)
+        d = MODES[mode]
+        steps = req.num_inference_steps or d["steps"]
+        guidance = d["guidance"] if req.guidance_scale is None else req.guidance_scale
+        if steps > d["max_steps"]:
+            raise InputError(f"num_inference_steps: {mode} mode works with at most {d['max_steps']} steps (got {steps})")
+        if guidance > d["max_guidance"]:
+            raise InputError(f"guidance_scale: {mode} mode works with at most {d['max_guidance']:g} (got {guidance:g})")
+        for field in ("width", "height"):
+            v = getattr(req, field)
+            if v is not None and v % 8:
+                raise InputError(f"{field}: must be a multiple of 8 (got {v})")
+        if req.mask and not req.image:
+            raise InputError("mask: needs an image to inpaint (give `image` too)")
+        if req.outpaint and not req.image:
+            raise InputError("outpaint: needs an image to extend (give `image` too)")
+        if req.outpaint and req.mask:
+            raise InputError("outpaint: builds its own mask; do not give `mask` with it")
+        if req.controlnet_start >= req.controlnet_end:
+            raise InputError("controlnet_start: must be below controlnet_end")
+        if req.refine != "no_refiner":
+            if self.refiner is None:
+                raise InputError(f"refine: {req.refine} needs refiner weights and none are available "
+                                 "(add refiner/ to the weights or set COGKIT_SDXL_REFINER)")
+            if mode != "standard":
+                raise InputError(f"refine: the refiner is for standard SDXL, not fast_mode {mode}")
+
+        size = (req.width or d["size"], req.height or d["size"])
+        args: dict[str, Any] = {}
+        kind = "txt2img"
+        strength = req.prompt_strength
+        if req.image:
+            img = mlimages.open_image(req.image, field="image")
+            if req.sizing_strategy == "input_image":  # else: exactly width x height
+                size = mlimages.fit_size(*img.size, multiple=8, max_pixels=MAX_INPUT_PIXELS)
+            img = mlimages.resize_image(img, size)
+            kind = "img2img"
+            mask = None
+            if req.mask:
+                mask = mlimages.binarize_mask(mlimages.open_mask(req.mask, field="mask"), size)
+            elif req.outpaint:
+                try:
+                    pads = mlimages.parse_outpaint(req.outpaint, *img.size)
+                except ValueError as exc:
+                    raise InputError(str(exc)) from None
+                img, mask = mlimages.outpaint_canvas(img, pads, multiple=8)
+                if img.size[0] * img.size[1] > MAX_INPUT_PIXELS * 2:
+                    size = mlimages.fit_size(*img.size, multiple=8, max_pixels=MAX_INPUT_PIXELS * 2)
+                    img, mask = mlimages.resize_image(img, size), mlimages.binarize_mask(mask, size)
+                size = img.size
+                strength = 1.0  # the padding holds only stretched edge pixels: repaint it fully
+                log(f"[sdxl] outpaint: canvas {size[0]}x{size[1]} (pads l/r/u/d {pads}), strength 1.0")
+            if int(steps * strength) < 1:
+                raise InputError(
+                    f"prompt_strength: {strength:g} of {steps} steps is no denoising step at all; "
+                    "raise prompt_strength or num_inference_steps"
+                )
+            args["image"] = img
+            if mask is not None:
+                kind = "inpaint"
+                args["mask_image"] = mask
+            args["strength"] = strength
+        control = None
+        if req.controlnet_image:
+            control = req.controlnet_type
+            cimg = mlimages.resize_image(mlimages.open_image(req.controlnet_image, field="controlnet_image"), size)
+            if req.controlnet_preprocess:
+                if control == "canny":
+                    from sdxl_control import canny
+
+                    cimg = canny(cimg)
+                else:
+                    cimg = self._depth_estimator()(cimg)
+            args["image" if kind == "txt2img" else "control_image"] = cimg
+            args["controlnet_conditioning_scale"] = req.controlnet_conditioning_scale
+            args["control_guidance_start"] = req.controlnet_start
+            args["control_guidance_end"] = req.controlnet_end
+        args.update(
+            prompt=req.prompt, negative_prompt=req.negative_prompt or None,
+            width=size[0], height=size[1], num_inference_steps=steps, guidance_scale=guidance,
+            num_images_per_prompt=req.num_outputs,
+        )
+        return {"mode": mode, "kind": kind, "control": control, "args": args, "size": size}
+
+    def run(self, req: Request) -> list[Image.Image]:
+        plan = self.prepare(req)
+        mode, kind, args = plan["mode"], plan["kind"], plan["args"]
+        pipe = self.pipeline(kind, plan["control"])
+        accepted = _call_params(type(pipe))
+        if req.refine == "expert_ensemble_refiner" and "denoising_end" not in accepted:
+            raise InputError("refine: expert_ensemble_refiner is not available for ControlNet img2img; use base_image_refiner")
+        args = {k: v for k, v in args.items() if k in accepted}  # img2img takes its size from the image
+        lcm = mode == "lcm" and self.weights_mode != "lcm"
+        self.set_loras(req.lora_weights, req.lora_scale, lcm)
+        sched_name = "LCM" if mode == "lcm" else req.scheduler
+        pipe.scheduler = self.scheduler(sched_name, trailing=mode in ("turbo", "lightning"))
+        pipe.watermark = self.watermarker if req.apply_watermark else None
+        configure_vae(pipe.vae, *plan["size"], req.num_outputs, self.plan)
+        gens = generators(req.seed, req.num_outputs)
+        log(f"[sdxl] {kind}{' + controlnet ' + plan['control'] if plan['control'] else ''} "
+            f"{plan['size'][0]}x{plan['size'][1]} steps={args['num_inference_steps']} "
+            f"guidance={args['guidance_scale']:g} scheduler={sched_name} mode={mode}"
+            + (f" lora_scale={req.lora_scale:g}" if req.lora_weights else ""))
+        with torch.inference_mode():
+            if req.refine == "no_refiner":
+                out = pipe(**args, generator=gens, callback_on_step_end=DenoiseProgress())
+                images = out.images
+            else:
+                images = self._run_refined(req, pipe, kind, args, gens)
+        return self.filter_nsfw(images, req.disable_safety_checker)
+
+    def _run_refined(self, req: Request, pipe: Any, kind: str, args: dict[str, Any], gens: list[Any]) -> list[Image.Image]:
+        refiner = self.refiner_pipeline(kind)
+        refiner.scheduler = self.scheduler(req.scheduler, trailing=False, refiner=True)
+        refiner.watermark = self.watermarker if req.apply_watermark else None
+        common = dict(prompt=req.prompt, negative_prompt=req.negative_prompt or None,
+                      guidance_scale=args["guidance_scale"], num_images_per_prompt=req.num_outputs)
+        extra = ({"mask_image": args["mask_image"], "width": args["width"], "height": args["height"]}
+                 if kind == "inpaint" else {})
+        if req.refine == "expert_ensemble_refiner":
+            latents = pipe(**args, generator=gens, denoising_end=req.high_noise_frac, output_type="latent",
+                           callback_on_step_end=DenoiseProgress()).images
+            # the refiner continues the same schedule; each output keeps its own generator
+            out = refiner(**common, **extra, image=latents, num_inference_steps=args["num_inference_steps"],
+                          denoising_start=req.high_noise_frac, generator=gens, callback_on_step_end=DenoiseProgress("refining"))
+        else:
+            refine_steps = req.refine_steps or args["num_inference_steps"]
+            if int(refine_steps * REFINE_STRENGTH) < 1:
+                raise InputError(f"refine_steps: base_image_refiner refines {REFINE_STRENGTH:g} of the steps, "
+                                 f"so it needs at least {math.ceil(1 / REFINE_STRENGTH)} (got {refine_steps})")
+            latents = pipe(**args, generator=gens, output_type="latent", callback_on_step_end=DenoiseProgress()).images
+            out = refiner(**common, **extra, image=latents, strength=REFINE_STRENGTH,
+                          num_inference_steps=refine_steps,
+                          generator=gens,
+                          callback_on_step_end=DenoiseProgress("refining"))
+        return out.images
+
+    def filter_nsfw(self, images: list[Image.Image], disabled: bool) -> list[Image.Image]:
+        if disabled:
+            return images
+        if self.safety is None:
+            log("[sdxl] safety checker not loaded: outputs are not filtered")
+            return images
+        flags = self.safety.flags(images)
+        kept = [img for img, bad in zip(images, flags) if not bad]
+        if len(kept) < len(images):
+            log(f"[sdxl] safety checker: dropped {len(images) - len(kept)} of {len(images)} outputs as NSFW")
+        if not kept:
+            raise InputError("NSFW content detected in every output. Try a different prompt or seed "
+                             "(or set disable_safety_checker=true)")
+        return kept
