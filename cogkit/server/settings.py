@@ -36,7 +36,7 @@ class Settings:
     setup_timeout: float | None = None
     stream_history: int = 1024
     healthcheck_timeout: float = 5.0
-    shutdown_grace: float = 10.0  # seconds in-flight work may take to finish on shutdown
+    shutdown_grace: float = 5.0  # seconds in-flight work may take to finish on shutdown
 
 
 def _truthy(value: str) -> bool:
@@ -149,6 +149,7 @@ def settings_from(args: argparse.Namespace, project_dir: str = ".") -> Settings:
         webhook_token=env.get("WEBHOOK_AUTH_TOKEN") or None,
         log_level=log_level,
         setup_timeout=_env_float(env, "COG_SETUP_TIMEOUT", None) or None,
+        shutdown_grace=_env_float(env, "COGKIT_SHUTDOWN_GRACE", 5.0) or 0.0,
         stream_history=_env_int(env, "COG_STREAM_HISTORY_CAPACITY") or (
             0 if env.get("COG_STREAM_HISTORY_CAPACITY", "").strip() == "0" else 1024
         ),
