@@ -68,8 +68,10 @@ def _scalar(spec: TypeSpec, value: Any, opened: list[Any]) -> Any:
         return Secret(value) if isinstance(value, str) else value
     if kind == PATH:
         if isinstance(value, FileInput):
-            return Path(value.source if value.kind == "local" else value.path)
-        if isinstance(value, (str, os.PathLike)):
+            return _as_given(value.source) if value.kind == "local" else Path(value.path)
+        if isinstance(value, str):
+            return _as_given(value)
+        if isinstance(value, os.PathLike):
             return Path(value)
         return value
     if kind == FILE:
@@ -88,6 +90,30 @@ def _scalar(spec: TypeSpec, value: Any, opened: list[Any]) -> Any:
             return fh
         return value
     return value
+
+
+class _GivenPath(Path):
+    """A Path made from a plain string the client sent: it opens, and prints as, that
+    exact string. pathlib would turn "ftp://host/x" into "ftp:/host/x", and Cog reports
+    a missing file under the name the client gave."""
+
+    _given: str | None = None
+
+    def __fspath__(self) -> str:
+        return self._given if self._given is not None else super().__fspath__()
+
+    def __str__(self) -> str:
+        return self._given if self._given is not None else super().__str__()
+
+
+_GivenPath.__name__ = _GivenPath.__qualname__ = "Path"  # what type(p).__name__ reports, as in Cog
+
+
+def _as_given(text: str) -> Path:
+    path = _GivenPath(text)
+    if super(_GivenPath, path).__str__() != text:
+        path._given = text
+    return path
 
 
 def _enum_value(enum_cls: type[enum.Enum] | None, value: Any) -> Any:
