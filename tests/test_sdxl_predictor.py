@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.tiny_models import tiny_sdxl_lora, tiny_sdxl_turbo, tiny_sdxl_weights  # noqa: F401  (fixtures)
+from tests.tiny_models import build_safety_checker
+from tests.tiny_models import tiny_depth_annotator, tiny_sdxl_lora, tiny_sdxl_turbo, tiny_sdxl_weights  # noqa: F401
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SDXL_DIR = REPO / "models" / "sdxl"
@@ -230,6 +231,18 @@ def test_controlnet_depth_ready_map_and_missing_annotator(predictor, tmp_path):
         run(predictor, controlnet_image=ctl, controlnet_type="depth")
 
 
+def test_controlnet_depth_with_annotator(predictor, tiny_depth_annotator, tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("COGKIT_SDXL_DEPTH_ANNOTATOR", str(tiny_depth_annotator))
+    ctl = noise_image(tmp_path / "c.jpg", size=(80, 64), fmt="JPEG")
+    try:
+        (depth,) = run(predictor, controlnet_image=ctl, controlnet_type="depth", seed=2)
+        (canny,) = run(predictor, controlnet_image=ctl, controlnet_type="canny", seed=2)
+    finally:
+        predictor.engine._depth = None  # later tests see the annotator missing again
+    assert "depth annotator loaded" in capfd.readouterr().err
+    assert depth.size == (64, 64) and np.abs(px(depth) - px(canny)).max() > 0
+
+
 # ------------------------------------------------------------------------- refiner, LoRA, fast modes
 
 
@@ -328,6 +341,26 @@ def test_optional_parts_skipped_and_logged(tiny_sdxl_weights, capfd):
     err = capfd.readouterr().err
     assert "safety checker: weights not available; skipping NSFW filtering" in err
     assert "watermark: the invisible-watermark package is not installed" in err
+
+
+def test_safety_checker_drops_flagged_outputs(tiny_sdxl_weights, tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("COGKIT_SDXL_SAFETY_CHECKER", str(build_safety_checker(tmp_path / "sc", flag_everything=True)))
+    p = load_predictor(tiny_sdxl_weights)
+    assert "safety checker loaded from" in capfd.readouterr().err
+    with pytest.raises(ValueError, match="NSFW content detected in every output"):
+        run(p, num_outputs=2)
+    assert len(run(p, num_outputs=2, disable_safety_checker=True)) == 2
+    # one flagged of two: that one is dropped, the other returned
+    flags = p.engine.safety.flags
+    monkeypatch.setattr(p.engine.safety, "flags", lambda images: [True] + [False] * (len(images) - 1))
+    (kept,) = run(p, num_outputs=2, seed=40)
+    (second,) = run(p, seed=41, disable_safety_checker=True)
+    assert_same(kept, second)
+    assert "dropped 1 of 2 outputs as NSFW" in capfd.readouterr().err
+    monkeypatch.setattr(p.engine.safety, "flags", flags)
+    # a checker that flags nothing lets everything through
+    monkeypatch.setenv("COGKIT_SDXL_SAFETY_CHECKER", str(build_safety_checker(tmp_path / "ok", flag_everything=False)))
+    assert len(run(load_predictor(tiny_sdxl_weights), num_outputs=2)) == 2
 
 
 @pytest.mark.parametrize("fmt,pil", [("webp", "WEBP"), ("jpg", "JPEG"), ("png", "PNG")])

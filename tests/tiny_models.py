@@ -13,13 +13,16 @@ Builders (plain functions, usable from tests, benches and scripts):
   conditioning, text encoder 2 only).
 * ``build_sdxl_lora(sdxl_dir, dir)``: a random rank-4 UNet LoRA
   (``pytorch_lora_weights.safetensors``).
+* ``build_depth_annotator(dir)``: a tiny DPT depth estimator (transformers layout).
+* ``build_safety_checker(dir, flag_everything=)``: a tiny CompVis safety checker that
+  flags every image (or none).
 * ``build_sdxl_weights(dir)``: the SDXL predictor's weights folder: the base
   pipeline plus ``controlnet-canny/``, ``controlnet-depth/``, ``refiner/`` and
   ``lcm-lora/`` extras.
 
 Pytest fixtures (session-scoped; import them into a test module with
 ``from tests.tiny_models import tiny_sdxl_weights  # noqa: F401``): ``tiny_sdxl_weights``,
-``tiny_sdxl_turbo``, ``tiny_sdxl_lora``.
+``tiny_sdxl_turbo``, ``tiny_sdxl_lora``, ``tiny_depth_annotator``.
 """
 
 from __future__ import annotations
@@ -200,6 +203,44 @@ def build_sdxl_lora(sdxl_dir: str | os.PathLike[str], out: str | os.PathLike[str
     return pathlib.Path(out) / "pytorch_lora_weights.safetensors"
 
 
+def build_depth_annotator(out: str | os.PathLike[str], *, seed: int = 6) -> pathlib.Path:
+    """A tiny DPT depth-estimation model + image processor (transformers layout)."""
+    import torch
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    torch.manual_seed(seed)
+    cfg = DPTConfig(image_size=32, patch_size=16, hidden_size=32, num_hidden_layers=4, backbone_out_indices=[0, 1, 2, 3],
+                    num_attention_heads=4, intermediate_size=37, neck_hidden_sizes=[16, 32, 32, 32],
+                    reassemble_factors=[4, 2, 1, 0.5], fusion_hidden_size=16, is_hybrid=False)
+    DPTForDepthEstimation(cfg).save_pretrained(out)
+    DPTImageProcessor(size={"height": 32, "width": 32}, keep_aspect_ratio=False).save_pretrained(out)
+    return pathlib.Path(out)
+
+
+def build_safety_checker(out: str | os.PathLike[str], *, flag_everything: bool, seed: int = 8) -> pathlib.Path:
+    """A tiny CompVis safety checker + CLIP image processor. Its concept thresholds are
+    set so that it flags every image (or none): random weights decide nothing useful."""
+    import torch
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    torch.manual_seed(seed)
+    cfg = CLIPConfig(
+        text_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                         vocab_size=1000, bos_token_id=0, eos_token_id=1, pad_token_id=1),
+        vision_config=dict(image_size=30, patch_size=2, hidden_size=32, projection_dim=32, num_hidden_layers=2,
+                           num_attention_heads=4, intermediate_size=37),
+        projection_dim=32,
+    )
+    checker = StableDiffusionSafetyChecker(cfg)
+    with torch.no_grad():
+        checker.concept_embeds_weights.fill_(-10.0 if flag_everything else 10.0)
+        checker.special_care_embeds_weights.fill_(10.0)
+    checker.save_pretrained(out)
+    CLIPImageProcessor(size={"shortest_edge": 30}, crop_size={"height": 30, "width": 30}).save_pretrained(out)
+    return pathlib.Path(out)
+
+
 def build_sdxl_weights(out: str | os.PathLike[str]) -> pathlib.Path:
     """The SDXL predictor's weights folder with every optional extra present."""
     out = pathlib.Path(out)
@@ -222,6 +263,11 @@ def tiny_sdxl_weights(tmp_path_factory) -> pathlib.Path:
 @pytest.fixture(scope="session")
 def tiny_sdxl_turbo(tmp_path_factory) -> pathlib.Path:
     return build_sdxl(tmp_path_factory.mktemp("tiny-sdxl-turbo") / "sdxl-turbo", seed=7, turbo=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_depth_annotator(tmp_path_factory) -> pathlib.Path:
+    return build_depth_annotator(tmp_path_factory.mktemp("tiny-dpt") / "depth-annotator")
 
 
 @pytest.fixture(scope="session")

@@ -40,6 +40,6 @@ class DepthEstimator:
             depth = depth[:, None]
         depth = torch.nn.functional.interpolate(depth.float(), size=image.size[::-1], mode="bicubic", align_corners=False)
         d = depth[0, 0]
-        d = (d - d.min()) / (d.max() - d.min()).clamp(min=1e-8)
+        d = (d - d.min()) / (d.max() - d.min()).clamp(min=1e-12)
         arr = (d.cpu().numpy() * 255.0).round().astype(np.uint8)
         return Image.fromarray(np.stack([arr] * 3, axis=-1))
