@@ -63,6 +63,7 @@ class GenerationStats:
     time_to_first_token: float | None = None  # submit -> first token sampled (includes queueing)
     decode_seconds: float = 0.0  # first token -> last token
     finish_reason: str = ""  # "stop" (EOS or stop sequence), "length", "canceled", "error"
+    batch_size_max: int = 1  # most requests decoded together in one step while this one ran
 
     @property
     def tokens_per_second(self) -> float | None:
@@ -544,6 +545,7 @@ class LLMEngine:
             return
         for slot, token in zip(rows, picked):
             req = self._active[slot]
+            req.stats.batch_size_max = max(req.stats.batch_size_max, len(rows))
             req.position += 1
             self._accept(req, token)
 

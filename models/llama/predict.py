@@ -207,5 +207,5 @@ def _record(scope: Any, stats: Any, *, log: bool) -> None:
         _log(
             f"input tokens: {stats.input_token_count}, output tokens: {stats.output_token_count}, "
             f"time to first token: {ttft}, tokens per second: {'n/a' if rate is None else f'{rate:.1f}'}, "
-            f"finish reason: {stats.finish_reason}"
+            f"finish reason: {stats.finish_reason}, batched with up to {stats.batch_size_max} request(s)"
         )
