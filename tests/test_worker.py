@@ -713,3 +713,75 @@ def test_healthcheck_messages(tmp_path: Path) -> None:
         await w.shutdown()
 
     run(main())
+
+
+def test_logs_written_before_a_yield_arrive_before_the_item() -> None:
+    async def main() -> None:
+        w = await started("stream_order.py:Predictor")
+        r = await predict(w, "s", {"count": 2})
+        sequence = [e.text if isinstance(e, Log) else ("item", e.value) for e in r.events[:-1]]
+        assert sequence[:6] == [
+            "fd before 0\n",
+            "print before 0\n",
+            ("item", "0"),
+            "fd before 1\n",
+            "print before 1\n",
+            ("item", "1"),
+        ]
+        assert "".join(sequence[6:]) == "café\n"  # a character split across two writes survives
+        await w.shutdown()
+
+    run(main())
+
+
+def test_large_output_round_trip() -> None:
+    async def main() -> None:
+        w = await started("outputs.py:Predictor")
+        r = await predict(w, "big", {"kind": "big"})
+        assert isinstance(r.terminal, Done) and r.terminal.output == "x" * (8 << 20)
+        await w.shutdown()
+
+    run(main())
+
+
+def test_shutdown_lets_short_work_finish_and_can_stop_a_starting_worker() -> None:
+    async def main() -> None:
+        w = await started("cancel_sync.py:Predictor")
+        h = await w.predict("short", {"mode": "sleep", "seconds": 0.3})
+        await w.shutdown(grace=5)
+        r = await collect(h)
+        assert isinstance(r.terminal, Done) and r.terminal.output == "finished"
+        with pytest.raises(RuntimeError):
+            await w.start()
+
+        w = Worker("slow_setup.py:Predictor")
+        await w.start()
+        child_pid = w.pid
+        await w.shutdown()
+        assert w.state == "STOPPED" and w.setup.error == "Worker was shut down during setup"
+        assert (await w.wait_ready()) is w.setup
+        assert child_pid is not None and not pid_alive(child_pid)
+
+    run(main())
+
+
+def test_child_refuses_another_protocol_version() -> None:
+    import socket
+
+    from cogkit.worker._framing import HEADER, decode_from_child, encode
+    from cogkit.worker.protocol import Hello, LoadFailed
+
+    parent, child = socket.socketpair()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from cogkit.worker.child import main; main()", str(child.fileno())],
+        pass_fds=(child.fileno(),),
+        stderr=subprocess.DEVNULL,
+    )
+    child.close()
+    parent.sendall(encode(Hello(version=999)))
+    rfile = parent.makefile("rb")
+    (size,) = HEADER.unpack(rfile.read(HEADER.size))
+    msg = decode_from_child(rfile.read(size))
+    assert isinstance(msg, LoadFailed) and "protocol version" in msg.error
+    assert proc.wait(timeout=10) == 2
+    parent.close()

@@ -78,6 +78,12 @@ class OutputCapture:
             self._drain_locked()  # output written before the prediction stays with its owner
             self._active[pid] = None
 
+    def drain(self) -> None:
+        """Emit what C-level writers put in the pipes so far (before an Output event,
+        so output written before a ``yield`` arrives before the item)."""
+        with self._lock:
+            self._drain_locked()
+
     def end(self, pid: str | None) -> None:
         """Emit everything ``pid`` wrote (None: setup), then stop attributing output to it."""
         self._flush_buffers()

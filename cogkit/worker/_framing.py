@@ -9,6 +9,7 @@ anything else (a bug, or garbage on the socket) is treated as broken, not truste
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import socket
 import struct
@@ -68,11 +69,14 @@ class ChildConnection:
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         header = HEADER.pack(len(data))
         with self._lock:
-            if len(data) < 65536:
-                self._sock.sendall(header + data)
-            else:  # avoid copying a large payload just to prepend 4 bytes
-                self._sock.sendall(header)
-                self._sock.sendall(data)
+            try:
+                if len(data) < 65536:
+                    self._sock.sendall(header + data)
+                else:  # avoid copying a large payload just to prepend 4 bytes
+                    self._sock.sendall(header)
+                    self._sock.sendall(data)
+            except OSError:
+                os._exit(0)  # the parent is gone: there is nobody left to work for
 
     def recv(self) -> Any:
         """Next message from the parent; EOFError when the parent has gone."""

@@ -169,6 +169,11 @@ class Runner:
     def _is_iterator_output(self, result: Any) -> bool:
         return self.p.info.output.iterator or inspect.isgenerator(result)
 
+    def _send_output(self, pid: str, item: Any) -> None:
+        value = to_wire(item)
+        self.capture.drain()
+        self.conn.send(Output(pid, value))
+
     def _finish(self, pid: str, outcome: Any, opened: list[Any]) -> None:
         for obj in opened:
             try:
@@ -307,7 +312,8 @@ class SyncRunner(Runner):
                 with self._lock:
                     self._pending.discard(pid)
                     self._current = pid
-                if pid in self._cancel_ids:
+                if pid in self._cancel_ids:  # canceled while still queued
+                    self._delivered = pid
                     raise CancelationException()
                 kwargs, opened = self.p.converter.convert(job.inputs)
                 output = None
@@ -315,7 +321,7 @@ class SyncRunner(Runner):
                     result = self.p.fn(**kwargs)
                     if self._is_iterator_output(result):
                         for item in result:
-                            self.conn.send(Output(pid, to_wire(item)))
+                            self._send_output(pid, item)
                     else:
                         output = to_wire(result)
             finally:
@@ -417,10 +423,10 @@ class AsyncRunner(Runner):
                     result = await result
                 if hasattr(result, "__aiter__"):
                     async for item in result:
-                        self.conn.send(Output(pid, to_wire(item)))
+                        self._send_output(pid, item)
                 elif self._is_iterator_output(result):
                     for item in result:
-                        self.conn.send(Output(pid, to_wire(item)))
+                        self._send_output(pid, item)
                 else:
                     output = to_wire(result)
             outcome = Done(pid, output, time.perf_counter() - started)

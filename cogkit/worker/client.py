@@ -595,7 +595,12 @@ class Worker:
         if child is not self._child:
             return
         if not child.setup_finished:
-            reason = child.exit_reason or f"Worker crashed during setup ({_describe_exit(child.proc.returncode)})"
+            if child.exit_reason:
+                reason = child.exit_reason
+            elif stopping:
+                reason = "Worker was shut down during setup"
+            else:
+                reason = f"Worker crashed during setup ({_describe_exit(child.proc.returncode)})"
             if diag:
                 self.setup.logs += diag
             self._setup_finished(child, False, reason)
