@@ -1,0 +1,112 @@
+"""Write a finished prediction's output the way Cog's CLI does.
+
+A single file goes to ``output.<ext>`` (or ``-o``), a list of files to
+``output.0.<ext>``, ``output.1.<ext>``...; text is printed; anything else is
+printed as indented JSON, with files nested in it written beside and named by
+their field (``output.file.txt``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from cogkit.files import guess_mime, extension_for
+from cogkit.worker.protocol import FileOutput
+
+
+def _ext_of(path: str) -> str:
+    ext = Path(path).suffix
+    return ext if ext else extension_for(guess_mime(path))
+
+
+def _place(src: FileOutput, dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if src.owned:
+        shutil.move(src.path, dest)
+    else:
+        shutil.copyfile(src.path, dest)
+    return dest
+
+
+def _target(base: str | None, ext: str, index: int | None = None, key: str | None = None) -> Path:
+    """Where output number ``index`` (or field ``key``) with extension ``ext`` goes."""
+    if base is None:
+        stem, folder, base_ext = "output", Path("."), ""
+    else:
+        p = Path(base)
+        if p.is_dir():
+            stem, folder, base_ext = "output", p, ""
+        else:
+            stem, folder, base_ext = p.stem if p.suffix else p.name, p.parent, p.suffix
+    suffix = ""
+    if key is not None:
+        suffix += f".{key}"
+    if index is not None:
+        suffix += f".{index}"
+    return folder / f"{stem}{suffix}{base_ext or ext}"
+
+
+def has_files(value: Any) -> bool:
+    if isinstance(value, FileOutput):
+        return True
+    if isinstance(value, list):
+        return any(has_files(v) for v in value)
+    if isinstance(value, dict):
+        return any(has_files(v) for v in value.values())
+    return False
+
+
+def write_files(value: Any, base: str | None) -> tuple[Any, list[Path]]:
+    """Move every file in ``value`` to its place; returns (value with paths as strings, written paths)."""
+    written: list[Path] = []
+
+    def walk(v: Any, index: int | None, key: str | None) -> Any:
+        if isinstance(v, FileOutput):
+            dest = _place(v, _target(base, _ext_of(v.path), index, key))
+            written.append(dest)
+            return str(dest)
+        if isinstance(v, list):
+            return [walk(x, i, key) for i, x in enumerate(v)]
+        if isinstance(v, dict):
+            return {k: walk(x, index, f"{key}.{k}" if key else str(k)) for k, x in v.items()}
+        return v
+
+    return walk(value, None, None), written
+
+
+def render(value: Any, base: str | None, already_streamed: bool) -> tuple[str | None, list[Path]]:
+    """(text to print on stdout, files written) for a final output."""
+    if value is None:
+        return None, []
+    if has_files(value):
+        shown, written = write_files(value, base)
+        if isinstance(value, (FileOutput, list)) and all(
+            isinstance(x, FileOutput) for x in (value if isinstance(value, list) else [value])
+        ):
+            return None, written
+        return json.dumps(shown, indent=2), written
+    if already_streamed:
+        return None, []
+    text = value if isinstance(value, str) else json.dumps(value, indent=2)
+    if base is not None:
+        dest = _target(base, ".txt" if isinstance(value, str) else ".json")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(text if text.endswith("\n") else text + "\n")
+        return None, [dest]
+    return text, []
+
+
+def remove_owned(value: Any) -> None:
+    """Delete temp copies the worker made for outputs that were never placed."""
+    if isinstance(value, FileOutput) and value.owned and os.path.exists(value.path):
+        os.unlink(value.path)
+    elif isinstance(value, list):
+        for v in value:
+            remove_owned(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            remove_owned(v)

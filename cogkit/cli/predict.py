@@ -1,0 +1,240 @@
+"""``cogkit predict`` (alias ``cogkit run``): one prediction from the command line.
+
+Runs the project's predictor in a worker process (no HTTP, no Docker), checks the
+inputs against its schema while setup() is still running, shows setup and
+progress, streams text outputs live and writes files as Cog does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from typing import Any
+
+from cogkit.exceptions import CogkitError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        aliases=["run"],
+        help="run one prediction on the project's model",
+        description="Run one prediction on the predictor named in cog.yaml (run:/predict:).",
+    )
+    p.add_argument("-i", "--input", action="append", default=[], metavar="NAME=VALUE",
+                   help="an input; NAME=@path reads a file; repeat for lists")
+    p.add_argument("--json", metavar="JSON", help="all inputs as a JSON object, @file.json, or - for stdin")
+    p.add_argument("-o", "--output", metavar="PATH", help="where to write the output (file or folder)")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="environment variable for the predictor")
+    p.add_argument("--weights", help="weights passed to setup(weights=...) (default: $COG_WEIGHTS)")
+    p.add_argument("--setup-timeout", type=float, default=300.0,
+                   help="seconds to wait for setup() (0 = no limit; default 300)")
+    p.add_argument("-f", "--file", default="cog.yaml", help="path to cog.yaml (default: ./cog.yaml)")
+    p.add_argument("--image", help="run this built image (podman/docker) instead of the local environment")
+    p.add_argument("--train", action="store_true", help="run the train: entry point instead of predict")
+    p.set_defaults(handler=run)
+
+
+def _env_flags(flags: list[str]) -> dict[str, str]:
+    env = {}
+    for flag in flags:
+        if "=" not in flag:
+            raise CogkitError(f"failed to parse -e {flag!r}: expected NAME=VALUE")
+        name, _, value = flag.partition("=")
+        env[name] = value
+    return env
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.json is not None and args.input:
+        raise CogkitError("use either -i or --json, not both")
+    if args.image:
+        from cogkit.cli.predict_image import run_image
+
+        return run_image(args)
+    return asyncio.run(_run_local(args))
+
+
+def _print_validation_errors(errors: list[dict[str, Any]]) -> None:
+    print("error: invalid input:", file=sys.stderr)
+    for e in errors:
+        field = ".".join(str(x) for x in e["loc"][2:])
+        print(f"  - {field}: {e['msg']}", file=sys.stderr)
+
+
+def _collect_inputs(args: argparse.Namespace, schema: dict[str, Any], mode: str) -> dict[str, Any]:
+    from cogkit.cli.inputs import check_file_markers, parse_flags, parse_json
+
+    values = parse_json(args.json, schema, mode) if args.json is not None else parse_flags(args.input, schema, mode)
+    check_file_markers(values)
+    return values
+
+
+def _localise_files(values: dict[str, Any], workdir: str) -> dict[str, Any]:
+    """``@path`` inputs become copies in the work folder (the predictor may change them)."""
+    from cogkit.worker.protocol import FileInput
+
+    def conv(v: Any) -> Any:
+        if isinstance(v, tuple) and len(v) == 2 and v[0] == "@file":
+            slot = tempfile.mkdtemp(dir=workdir, prefix="in-")
+            dest = os.path.join(slot, os.path.basename(v[1]))
+            shutil.copyfile(v[1], dest)
+            return FileInput(path=dest, source=v[1], kind="data")
+        if isinstance(v, list):
+            return [conv(x) for x in v]
+        return v
+
+    return {k: conv(v) for k, v in values.items()}
+
+
+async def _wait_setup(worker: Any, display: Any) -> Any:
+    """Wait for setup(), echoing its output as it grows."""
+    shown = 0
+    task = asyncio.ensure_future(worker.wait_ready())
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=0.1)
+        logs = worker.setup.logs or ""
+        if len(logs) > shown:
+            display.log(logs[shown:])
+            shown = len(logs)
+        if done:
+            return task.result()
+
+
+async def _run_local(args: argparse.Namespace) -> int:
+    from cogkit.cli.display import Display
+    from cogkit.config import load_config, predictor_ref
+    from cogkit.validation import InputValidator
+    from cogkit.worker.client import Worker
+
+    mode = "train" if args.train else "predict"
+    cfg = load_config(args.file)
+    ref = predictor_ref(mode, cfg.project_dir, cfg)
+    env = {**cfg.environment, **_env_flags(args.env)}
+    weights = args.weights if args.weights is not None else os.environ.get("COG_WEIGHTS")
+    display = Display()
+    display.phase("Loading predictor")
+    worker = Worker(
+        ref,
+        project_dir=str(cfg.project_dir),
+        mode=mode,
+        weights=weights,
+        max_concurrency=1,
+        setup_timeout=args.setup_timeout or None,
+        env=env,
+        restart_on_crash=False,
+    )
+    workdir = tempfile.mkdtemp(prefix="cogkit-predict-")
+    try:
+        await worker.start()
+        if worker.loaded is None:
+            setup = await _wait_setup(worker, display)
+            display.close()
+            raise CogkitError(f"could not load the predictor {ref!r}:\n{setup.logs.rstrip()}")
+        schema = worker.loaded.schema
+        values = _collect_inputs(args, schema, mode)
+        from cogkit.cli.inputs import for_validation
+
+        result = InputValidator(schema, mode).validate(for_validation(values))
+        if result.errors:
+            display.close()
+            _print_validation_errors(result.errors)
+            return 1
+        display.phase("Running setup")
+        setup = await _wait_setup(worker, display)
+        if setup.status != "succeeded":
+            display.close()
+            raise CogkitError("model setup failed" + (f":\n{setup.logs.rstrip()}" if setup.logs else ""))
+        from cogkit.files import prepare_inputs
+
+        prepared = await prepare_inputs(_localise_files(values, workdir), schema, workdir, mode)
+        display.phase("Running prediction")
+        return await _predict(worker, prepared, schema, args, display)
+    finally:
+        display.close()
+        await worker.shutdown(grace=5.0)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def _predict(worker: Any, inputs: dict[str, Any], schema: dict[str, Any], args: argparse.Namespace, display: Any) -> int:
+    from cogkit.cli.outputs import remove_owned, render
+    from cogkit.worker import protocol as p
+
+    mode = "train" if args.train else "predict"
+    out_schema = schema["components"]["schemas"]["TrainingOutput" if mode == "train" else "Output"]
+    iterator = out_schema.get("x-cog-array-type") == "iterator"
+    concatenate = out_schema.get("x-cog-array-display") == "concatenate"
+    text_items = iterator and (out_schema.get("items") or {}).get("type") == "string"
+    pred_id = f"cli-{uuid.uuid4().hex[:12]}"
+    started = time.monotonic()
+    handle = await worker.predict(pred_id, inputs, {})
+    items: list[Any] = []
+    metrics: dict[str, Any] = {}
+    logs: list[str] = []
+    terminal: Any = None
+    streamed = False
+    loop = asyncio.get_running_loop()
+    interrupted = False
+
+    def on_sigint() -> None:
+        nonlocal interrupted
+        if interrupted:  # second Ctrl-C: give up waiting
+            raise KeyboardInterrupt
+        interrupted = True
+        print("\nCanceling the prediction (Ctrl-C again to quit)...", file=sys.stderr)
+        asyncio.ensure_future(worker.cancel(pred_id))
+
+    loop.add_signal_handler(signal.SIGINT, on_sigint)
+    try:
+        async for ev in handle:
+            if isinstance(ev, p.Log):
+                logs.append(ev.text)
+                display.log(ev.text)
+            elif isinstance(ev, p.Output):
+                items.append(ev.value)
+                if text_items and args.json is None and isinstance(ev.value, str):
+                    display.pause()
+                    sys.stdout.write(ev.value if concatenate else ev.value + "\n")
+                    sys.stdout.flush()
+                    streamed = True
+            elif isinstance(ev, p.Metric):
+                metrics[ev.name] = ev.value
+            elif isinstance(ev, p.TERMINAL):
+                terminal = ev
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+    display.close()
+    if streamed and concatenate:
+        sys.stdout.write("\n")
+    output = items if iterator else getattr(terminal, "output", None)
+    status = {p.Done: "succeeded", p.Failed: "failed", p.Canceled: "canceled"}.get(type(terminal), "failed")
+    error = getattr(terminal, "error", None) if terminal is not None else "the prediction ended without a result"
+    if args.json is not None:
+        from cogkit.cli.outputs import write_files
+
+        shown, _ = write_files(output, args.output) if status == "succeeded" else (None, [])
+        record = {"status": status, "output": shown, "error": error, "logs": "".join(logs),
+                  "metrics": {**metrics, "predict_time": getattr(terminal, "predict_time", time.monotonic() - started)}}
+        print(json.dumps(record, indent=2))
+        return 0 if status == "succeeded" else 1
+    if status != "succeeded":
+        remove_owned(output)
+        print(f'error: prediction failed with status "{status}"' + (f": {error}" if error else ""), file=sys.stderr)
+        return 1
+    text, written = render(output, args.output, already_streamed=streamed)
+    if output is None or (iterator and not items):
+        print("warning: no output generated", file=sys.stderr)
+    if text is not None:
+        print(text)
+    for path in written:
+        print(f"Written output to: {path}", file=sys.stderr)
+    return 0
