@@ -283,7 +283,7 @@ def test_secrets_never_appear_in_responses_webhooks_or_logs(start, receiver: Rec
     srv = start("secretive.py:Predictor", env={"COG_LOG_LEVEL": "debug"})
     r = srv.predict({"api_key": secret, "text": "a"})
     assert r.json()["output"] == f"a:{len(secret)}"
-    assert r.json()["input"]["api_key"] == "**********"
+    assert r.json()["input"] == {"text": "a"}  # writeOnly in the schema: never echoed
     assert secret not in r.text
     r = srv.client.post(
         "/predictions",
@@ -294,7 +294,7 @@ def test_secrets_never_appear_in_responses_webhooks_or_logs(start, receiver: Rec
     receiver.wait_terminal("sec")
     for hook in receiver.hooks("sec"):
         assert secret not in json.dumps(hook["body"])
-        assert hook["body"]["input"]["api_key"] == "**********"
+        assert "api_key" not in hook["body"]["input"]
     r = srv.client.put("/predictions/idem", json={"input": {"api_key": 5}})
     assert r.status_code == 422 and secret not in r.text
     srv.stop()

@@ -3,14 +3,15 @@
 Lifecycle: ``starting`` (accepted, maybe waiting for a slot) -> ``processing``
 (the worker runs it) -> exactly one of ``succeeded`` / ``failed`` / ``canceled``.
 Every body is coglet's (id, status, output, logs, error, metrics) plus the legacy
-envelope of deviation D4 (input with secrets masked, created_at, started_at,
-completed_at; null until known).
+envelope of deviation D4 (input, created_at, started_at, completed_at; null until
+known); see ``echo_input`` for what the echoed input leaves out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import threading
 import time
 from datetime import datetime, timezone
@@ -19,7 +20,6 @@ from typing import Any
 from cogkit.scope import MetricRecorder
 
 TERMINAL = frozenset(("succeeded", "failed", "canceled"))
-SECRET_MASK = "**********"
 
 
 def now_iso() -> str:
@@ -56,16 +56,31 @@ def secret_fields(input_component: dict[str, Any]) -> frozenset[str]:
     return frozenset(name for name, schema in props.items() if is_secret(schema))
 
 
-def mask_secrets(inputs: dict[str, Any], secrets: frozenset[str]) -> dict[str, Any]:
-    if not secrets or not secrets.intersection(inputs):
-        return inputs
-    out = dict(inputs)
-    for name in secrets.intersection(inputs):
-        value = out[name]
-        if isinstance(value, list):
-            out[name] = [SECRET_MASK if v is not None else None for v in value]
-        elif value is not None:
-            out[name] = SECRET_MASK
+# An absolute URI (RFC 3986): scheme ":" then only URI characters, percent-escapes well formed.
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:(?:[A-Za-z0-9\-._~:/?\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})*(?:#(?:[A-Za-z0-9\-._~:/?@!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)?$")
+
+
+def is_uri(value: Any) -> bool:
+    return isinstance(value, str) and _URI.match(value) is not None
+
+
+def echo_input(inputs: dict[str, Any], secrets: frozenset[str], file_fields: frozenset[str]) -> dict[str, Any]:
+    """The input as bodies echo it (D4), always valid against the Input schema:
+
+    - Secret fields are left out: Cog's schema marks them ``writeOnly``, so a response
+      may not carry them at all, not even masked;
+    - a file field whose value is not a URI (Cog passes such values to predict() as
+      local paths) is left out: it is not a valid ``format: uri`` value.
+    """
+    out = {}
+    for name, value in inputs.items():
+        if name in secrets:
+            continue
+        if name in file_fields and value is not None:
+            values = value if isinstance(value, list) else [value]
+            if not all(is_uri(v) for v in values):
+                continue
+        out[name] = value
     return out
 
 

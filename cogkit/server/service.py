@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from cogkit._version import COG_COMPAT_VERSION, __version__
 from cogkit.server.outputs import OutputEncoder
-from cogkit.server.prediction import Prediction, mask_secrets, new_prediction_id, now_iso, secret_fields
+from cogkit.server.prediction import Prediction, echo_input, new_prediction_id, now_iso, secret_fields
 from cogkit.server.settings import Settings
 from cogkit.server.slots import AtCapacity, Slots
 from cogkit.server.sse import EventStream
@@ -122,6 +122,7 @@ class PredictionService:
         self.schema: dict[str, Any] | None = None  # served once setup succeeded
         self.validator: InputValidator | None = None
         self.secrets: frozenset[str] = frozenset()
+        self.file_fields: frozenset[str] = frozenset()
         self.streaming = False
         self.output_iterator = False
         self.slots = Slots(1, settings.queue)
@@ -192,6 +193,9 @@ class PredictionService:
         input_name = "TrainingInput" if s.mode == "train" else "Input"
         self.validator = InputValidator(loaded.schema, mode=s.mode)
         self.secrets = secret_fields(loaded.schema["components"]["schemas"].get(input_name, {}))
+        from cogkit.files import file_inputs
+
+        self.file_fields = frozenset(file_inputs(loaded.schema, s.mode))
         try:
             await self.worker.wait_ready()
         except Exception:
@@ -292,7 +296,7 @@ class PredictionService:
         pid = req.id or new_prediction_id()
         pred = Prediction(
             pid,
-            mask_secrets(result.inputs, self.secrets),
+            echo_input(result.inputs, self.secrets, self.file_fields),
             webhook=req.webhook,
             events_filter=req.events_filter,
             context=req.context,
