@@ -1,0 +1,174 @@
+"""`cogkit predict` end to end on the 8 conformance fixtures, run unchanged (`from cog import ...`)."""
+
+import base64
+import functools
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+
+def _fixture(conformance_dir: Path, tmp_path: Path, name: str) -> Path:
+    dest = tmp_path / name
+    shutil.copytree(conformance_dir / "predictors" / name, dest)
+    return dest
+
+
+def cogkit(cwd: Path, *args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cogkit", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_hello(conformance_dir: Path, tmp_path: Path) -> None:
+    r = cogkit(_fixture(conformance_dir, tmp_path, "hello"), "predict", "-i", "text=world")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "hello world\n"
+
+
+def test_run_alias_and_json_input(conformance_dir: Path, tmp_path: Path) -> None:
+    d = _fixture(conformance_dir, tmp_path, "hello")
+    r = cogkit(d, "run", "--json", '{"text": "json"}')
+    assert r.returncode == 0, r.stderr
+    record = json.loads(r.stdout)
+    assert record["status"] == "succeeded" and record["output"] == "hello json"
+    assert record["metrics"]["predict_time"] > 0
+
+
+def test_unknown_input_did_you_mean_and_validation_errors(conformance_dir: Path, tmp_path: Path) -> None:
+    d = _fixture(conformance_dir, tmp_path, "types_zoo")
+    r = cogkit(d, "predict", "-i", "promt=hi")
+    assert r.returncode == 1 and 'unknown input "promt"; did you mean "prompt"?' in r.stderr
+    r = cogkit(d, "predict", "-i", "prompt=", "-i", "steps=99", "-i", "mode=slow")
+    assert r.returncode == 1
+    assert '- prompt: "" is shorter than 1 character' in r.stderr
+    assert "- steps: 99 is greater than the maximum of 50" in r.stderr
+    assert '- mode: "slow" is not one of ["fast","balanced","quality"]' in r.stderr
+
+
+def test_types_zoo_every_input_kind(conformance_dir: Path, tmp_path: Path) -> None:
+    d = _fixture(conformance_dir, tmp_path, "types_zoo")
+    (tmp_path / "a.txt").write_text("alpha")
+    (tmp_path / "img.png").write_bytes(b"\x89PNG....")
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "doc.txt").write_text("from http")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        r = cogkit(
+            d, "predict",
+            "-i", "prompt=hi", "-i", "seed=7", "-i", "mode=quality", "-i", "level=3", "-i", "temperature=1",
+            "-i", "flag=true", "-i", f"image=@{tmp_path / 'img.png'}",
+            "-i", f"document=http://127.0.0.1:{srv.server_address[1]}/doc.txt",
+            "-i", "api_key=sk-secret", "-i", "tags=a", "-i", "tags=b",
+            "-i", f"files=@{tmp_path / 'a.txt'}", "-i", "files=data:text/plain;base64," + base64.b64encode(b"beta").decode(),
+        )
+    finally:
+        srv.shutdown()
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["prompt"] == ["str", "hi"] and out["seed"] == ["int", 7]
+    assert out["level"] == ["int", 3] and out["mode"] == ["str", "quality"]
+    assert out["temperature"] == ["int", 1]  # as sent, like Cog 0.23.1
+    assert out["flag"] == ["bool", True] and out["tags"] == ["list", ["a", "b"]]
+    assert out["image"]["type"] == "Path" and out["image"]["suffix"] == "png" and out["image"]["size"] == 8
+    assert out["document"] == {"type": "URLFile", "size": 9, "sha256": out["document"]["sha256"]}
+    assert out["api_key"] == {"type": "Secret", "str": "**********", "len": 9}
+    assert [f["size"] for f in out["files"]] == [5, 4] and out["files"][0]["suffix"] == "txt"
+    assert out["seed"] and out["note"] == ["NoneType", None]
+    assert "sk-secret" not in r.stdout + r.stderr
+
+
+def test_seed_default_none_is_optional_d1(conformance_dir: Path, tmp_path: Path) -> None:
+    r = cogkit(_fixture(conformance_dir, tmp_path, "types_zoo"), "predict", "-i", "prompt=hi")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["seed"] == ["NoneType", None]
+
+
+def test_path_output_written(conformance_dir: Path, tmp_path: Path) -> None:
+    d = _fixture(conformance_dir, tmp_path, "path_output")
+    r = cogkit(d, "predict", "-i", "width=3")
+    assert r.returncode == 0, r.stderr
+    assert (d / "output.png").read_bytes().startswith(b"\x89PNG")
+    r = cogkit(d, "predict", "-o", str(tmp_path / "custom"))  # no extension: taken from the file
+    assert r.returncode == 0 and (tmp_path / "custom.png").is_file()
+    (tmp_path / "outdir").mkdir()
+    r = cogkit(d, "predict", "-o", str(tmp_path / "outdir"))
+    assert r.returncode == 0 and (tmp_path / "outdir" / "output.png").is_file()
+
+
+def test_list_path_output(conformance_dir: Path, tmp_path: Path) -> None:
+    d = _fixture(conformance_dir, tmp_path, "list_path_output")
+    r = cogkit(d, "predict", "-i", "count=2", "-o", str(tmp_path / "out.txt"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out.0.txt").read_text() == "file number 0\n"
+    assert (tmp_path / "out.1.txt").read_text() == "file number 1\n"
+
+
+def test_concatenate_iterator_streams_text(conformance_dir: Path, tmp_path: Path) -> None:
+    r = cogkit(_fixture(conformance_dir, tmp_path, "concat_iterator"), "predict", "-i", "count=5")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "tok0 tok1 tok2 tok3 tok4 \n"
+
+
+def test_structured_output(conformance_dir: Path, tmp_path: Path) -> None:
+    d = _fixture(conformance_dir, tmp_path, "model_output")
+    r = cogkit(d, "predict", "-i", "text=abc")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["text"] == "ABC" and out["count"] == 3 and out["note"] is None and out["tags"] == ["a", "b", "c"]
+    assert Path(d / out["file"]).read_text() == "abc"
+
+
+def test_failure_exits_non_zero_with_the_error(conformance_dir: Path, tmp_path: Path) -> None:
+    r = cogkit(_fixture(conformance_dir, tmp_path, "predict_raises"), "predict")
+    assert r.returncode == 1
+    assert "about to raise" in r.stderr
+    assert "ValueError: predict failed on purpose: boom" in r.stderr
+
+
+def test_slow_setup_and_setup_timeout(conformance_dir: Path, tmp_path: Path) -> None:
+    d = _fixture(conformance_dir, tmp_path, "slow")
+    r = cogkit(d, "predict", "-i", "seconds=0.2")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "slept 0.2\n" and "slow setup: starting" in r.stderr
+    r = cogkit(d, "predict", "-i", "seconds=0.2", "--setup-timeout", "0.5")
+    assert r.returncode == 1 and "setup" in r.stderr.lower()
+
+
+def test_setup_failure_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "cog.yaml").write_text('build:\n  python_version: "3.11"\npredict: "predict.py:Predictor"\n')
+    (tmp_path / "predict.py").write_text(
+        "from cog import BasePredictor\n"
+        "class Predictor(BasePredictor):\n"
+        "    def setup(self):\n        print('loading'); raise RuntimeError('no weights here')\n"
+        "    def predict(self) -> str:\n        return 'x'\n"
+    )
+    r = cogkit(tmp_path, "predict")
+    assert r.returncode == 1
+    assert "RuntimeError: no weights here" in r.stderr
+
+
+def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "cog.yaml").write_text("predict: predict.py\n")
+    r = cogkit(tmp_path, "predict")
+    assert r.returncode == 1 and "predict: 'predict.py' must be in the form" in r.stderr
+
+
+def test_init_then_predict(tmp_path: Path) -> None:
+    r = cogkit(tmp_path, "init")
+    assert r.returncode == 0, r.stderr
+    assert {"cog.yaml", "predict.py", ".dockerignore"} <= {p.name for p in tmp_path.iterdir()}
+    r = cogkit(tmp_path, "predict", "-i", "text=hi", "-i", "repeat=2")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "output.txt").read_text() == "hi\nhi\n"
+    assert cogkit(tmp_path, "init").returncode == 1  # refuses to overwrite
