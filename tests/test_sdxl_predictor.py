@@ -394,3 +394,33 @@ def test_outpaint_with_mask_refused(predictor, tmp_path):
     src, mask = noise_image(tmp_path / "i.png"), square_mask(tmp_path / "m.png")
     with pytest.raises(ValueError, match="outpaint: builds its own mask"):
         run(predictor, image=src, mask=mask, outpaint="left=8")
+
+
+# ------------------------------------------------------------------------- compile and fp8 switches
+
+
+def test_compile_switch_warms_up_and_keeps_outputs(tiny_sdxl_weights, predictor, monkeypatch, capfd):
+    monkeypatch.setenv("COGKIT_COMPILE", "1")
+    monkeypatch.setenv("COGKIT_COMPILE_BACKEND", "eager")  # inductor on CPU takes minutes; the plumbing is the same
+    p = load_predictor(tiny_sdxl_weights)
+    err = capfd.readouterr().err
+    assert "regional compile of BasicTransformerBlock" in err and "compile warm-up at 64x64: run 1" in err
+    assert_same(run(p, seed=5)[0], run(predictor, seed=5)[0])
+
+
+def test_fp8_switch(tiny_sdxl_weights, predictor, tiny_sdxl_lora, monkeypatch, capfd):
+    monkeypatch.setenv("COGKIT_SDXL_FP8", "1")
+    p = load_predictor(tiny_sdxl_weights)
+    assert "stored as float8_e4m3fn (row scales, dequantize matmul)" in capfd.readouterr().err
+    (q,) = run(p, seed=5)
+    (full,) = run(predictor, seed=5)
+    assert np.abs(px(q) - px(full)).mean() < 8  # fp8 weights: close, not equal
+    with pytest.raises(ValueError, match="lora_weights: LoRAs cannot be applied to the fp8 UNet"):
+        run(p, lora_weights=str(tiny_sdxl_lora))
+
+
+def test_turbo_img2img_default_steps_cover_strength(tiny_sdxl_turbo, tmp_path, capfd):
+    p = load_predictor(tiny_sdxl_turbo)
+    (out,) = run(p, image=noise_image(tmp_path / "i.png"), prompt_strength=0.5, num_inference_steps=None,
+                 guidance_scale=None)
+    assert out.size == (64, 64) and "steps=2" in capfd.readouterr().err

@@ -20,6 +20,12 @@ depth-annotator/   COGKIT_SDXL_DEPTH_ANNOTATOR       Intel/dpt-hybrid-midas
 safety-checker/    COGKIT_SDXL_SAFETY_CHECKER        CompVis/stable-diffusion-safety-checker
 lcm-lora/          COGKIT_SDXL_LCM_LORA              latent-consistency/lcm-lora-sdxl
 =================  ================================  ==========================================
+
+Switches (environment): COGKIT_COMPILE=1/0 (regional torch.compile of the UNet and
+the VAE decoder plus a warm-up generation in setup; default on for CUDA, off
+elsewhere), COGKIT_COMPILE_BACKEND (e.g. "eager" for tests), COGKIT_COMPILE_CACHE
+(inductor cache folder), COGKIT_SDXL_FP8=1 (fp8 weight-only transformer-block
+linears; no LoRAs then), COGKIT_DEVICE / COGKIT_DTYPE (see cogkit.ml.device).
 """
 
 from __future__ import annotations
@@ -120,6 +126,13 @@ def detect_fast_mode(root: pathlib.Path) -> str:
     return "standard"
 
 
+def _env_flag(name: str, *, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    return value in ("1", "true", "yes", "on")
+
+
 _PARAMS: dict[type, frozenset[str]] = {}
 
 
@@ -170,7 +183,30 @@ class SDXLEngine:
         self.lcm_lora_path = self._extra("lcm-lora")
         if self.lcm_lora_path is None and self.weights_mode != "lcm":
             log("[sdxl] LCM-LoRA: weights not available; fast_mode=lcm needs them")
+        self.fp8 = _env_flag("COGKIT_SDXL_FP8", default=False)
+        if self.fp8:
+            from cogkit.ml.fp8 import quantize_linears
+
+            # attention and feed-forward projections of the transformer blocks; convs stay as they are
+            quantize_linears(self.base.unet, granularity="row",
+                             include=lambda name, layer: ".transformer_blocks." in name)
+        self.compiled = _env_flag("COGKIT_COMPILE", default=self.plan.device == "cuda")
+        if self.compiled:
+            self._compile_and_warm_up()
         log(f"[sdxl] setup took {time.perf_counter() - t0:.2f}s")
+
+    def _compile_and_warm_up(self) -> None:
+        """Regional compile of the UNet (its repeated transformer blocks) and the VAE
+        decoder, then one short generation so the first request does not pay for it."""
+        from cogkit.ml.compile import compile_module, warm_up
+
+        backend = os.environ.get("COGKIT_COMPILE_BACKEND") or None
+        compile_module(self.base.unet, regional=True, backend=backend)
+        compile_module(self.base.vae.decoder, regional=False, backend=backend)
+        size = MODES[self.weights_mode]["size"] if self.plan.device == "cuda" else 64
+        warm_up(lambda: self.base("warm-up", width=size, height=size, num_inference_steps=2,
+                                  guidance_scale=MODES[self.weights_mode]["guidance"], output_type="pil"),
+                runs=1, label=f"compile warm-up at {size}x{size}")
 
     # ------------------------------------------------------------------ extras
 
@@ -289,6 +325,9 @@ class SDXLEngine:
         """Activate the requested LoRA (hot-swapped: the base weights stay loaded) and/or
         the LCM-LoRA; deactivate all when none is wanted."""
         names, scales = [], []
+        if (lora_weights or lcm) and self.fp8:
+            raise InputError(("lora_weights" if lora_weights else "fast_mode") +
+                             ": LoRAs cannot be applied to the fp8 UNet (COGKIT_SDXL_FP8=1)")
         if lcm:
             if self._lcm_adapter is None:
                 assert self.lcm_lora_path is not None
@@ -383,6 +422,9 @@ class SDXLEngine:
                 size = img.size
                 strength = 1.0  # the padding holds only stretched edge pixels: repaint it fully
                 log(f"[sdxl] outpaint: canvas {size[0]}x{size[1]} (pads l/r/u/d {pads}), strength 1.0")
+            if int(steps * strength) < 1 and req.num_inference_steps is None and strength > 0:
+                # few-step defaults (e.g. Turbo's 1 step) would run no step at this strength
+                steps = min(d["max_steps"], math.ceil(1 / strength))
             if int(steps * strength) < 1:
                 raise InputError(
                     f"prompt_strength: {strength:g} of {steps} steps is no denoising step at all; "
