@@ -27,10 +27,14 @@ def test_quantize_weight_roundtrip(granularity):
 
 
 def test_row_scales_beat_tensor_scales_on_uneven_rows():
-    w = torch.randn(48, 64) * torch.logspace(-3, 1, 48)[:, None]
-    errs = {g: float(((fp8.quantize_weight(w, g)[0].float() * fp8.quantize_weight(w, g)[1]) - w)[:8].abs().max())
-            for g in ("tensor", "row")}
-    assert errs["row"] < errs["tensor"]
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(48, 64, generator=g) * torch.logspace(-5, 1, 48)[:, None]
+    small = slice(0, 8)  # rows far below the largest: per-tensor scaling flushes them towards zero
+    errs = {}
+    for gran in ("tensor", "row"):
+        w8, scale = fp8.quantize_weight(w, gran)
+        errs[gran] = _rel((w8.float() * scale)[small], w[small])
+    assert errs["row"] < 0.1 < errs["tensor"]
 
 
 @pytest.mark.parametrize("granularity", ["tensor", "row"])
