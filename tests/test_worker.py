@@ -192,7 +192,7 @@ def test_concurrent_async_predictions_get_their_own_logs() -> None:
 # --------------------------------------------------------------------------- cancel
 
 
-@pytest.mark.parametrize("mode", ["sleep", "long_sleep", "busy"])
+@pytest.mark.parametrize("mode", ["sleep", "long_sleep", "busy", "print"])
 def test_cancel_sync_prediction(mode: str) -> None:
     async def main() -> None:
         w = await started("cancel_sync.py:Predictor")

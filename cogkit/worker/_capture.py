@@ -55,6 +55,9 @@ class OutputCapture:
         self._active: dict[str, None] = {}  # in-flight prediction ids, in start order
         self._pipes: list[_Pipe] = []
         self._fflush: Callable[[Any], Any] | None = None
+        # Called after each Python-level write, outside the lock: where a cancel that
+        # arrived during the write is raised (see child.SyncRunner).
+        self.after_write: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ setup
 
@@ -236,10 +239,16 @@ class RoutedStream(io.TextIOBase):
             raise TypeError(f"write() argument must be str, not {type(s).__name__}")
         if s:
             self._capture.write(self._stream, s)
+            hook = self._capture.after_write
+            if hook is not None:
+                hook()
         return len(s)
 
     def flush(self) -> None:
         self._capture.flush(self._stream)
+        hook = self._capture.after_write
+        if hook is not None:
+            hook()
 
     def fileno(self) -> int:
         return self._fd

@@ -57,8 +57,9 @@ from cogkit.worker.protocol import (
 CANCEL_SIGNAL = signal.SIGUSR1
 SYNC_CONCURRENCY_ERROR = "COG_MAX_CONCURRENCY > 1 requires an async run() or predict() method"
 # A cancel signal landing while these modules run (mid-frame on the socket, inside
-# the capture lock) is not raised there; the canceller re-sends it shortly after.
-_CRITICAL_FILES = frozenset({_framing.__file__, _capture.__file__})
+# the capture lock) is not raised there but deferred: to the end of the write or send
+# (``_raise_deferred_cancel``), or to the canceller's next signal.
+_CRITICAL_MODULES = frozenset({_framing.__name__, _capture.__name__})
 _COGKIT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -142,7 +143,7 @@ class Runner:
             return setup(weights=self.hello.weights)
         return setup()
 
-    def _setup_result(self, exc: BaseException | None) -> bool:
+    def _setup_result(self, exc: BaseException | None) -> None:
         if exc is not None:
             message = SetupDone(ok=False, error=_error_text(exc), traceback=_user_traceback(exc))
         else:
@@ -150,21 +151,23 @@ class Runner:
         self.capture.end(None)
         self.conn.send(message)
         self.setup_finished = True
-        return exc is None
 
-    def _setup_refused(self, error: str) -> bool:
+    def _setup_refused(self, error: str) -> None:
         self.capture.end(None)
         self.conn.send(SetupDone(ok=False, error=error))
         self.setup_finished = True
-        return False
 
     # ------------------------------------------------------------------ predictions
 
     def _metric_sink(self, pid: str) -> Callable[[str, Any, str], None]:
         def sink(name: str, value: Any, mode: str) -> None:
             self.conn.send(Metric(pid, name, to_wire(value), mode))
+            self._raise_deferred_cancel()
 
         return sink
+
+    def _raise_deferred_cancel(self) -> None:
+        """Sync runner: raise a cancel that arrived while cogkit code held a lock."""
 
     def _is_iterator_output(self, result: Any) -> bool:
         return self.p.info.output.iterator or inspect.isgenerator(result)
@@ -173,6 +176,7 @@ class Runner:
         value = to_wire(item)
         self.capture.drain()
         self.conn.send(Output(pid, value))
+        self._raise_deferred_cancel()
 
     def _finish(self, pid: str, outcome: Any, opened: list[Any]) -> None:
         for obj in opened:
@@ -243,7 +247,9 @@ class SyncRunner(Runner):
         self._cancel_ids: set[str] = set()
         self._current: str | None = None
         self._delivered: str | None = None
+        self._deferred: str | None = None
         self._main_ident = threading.main_thread().ident
+        self.capture.after_write = self._raise_deferred_cancel
 
     def run(self) -> int:
         if self.p.max_concurrency > 1:
@@ -256,7 +262,8 @@ class SyncRunner(Runner):
 
                 asyncio.run(_awaited(result))
         except BaseException as exc:  # noqa: BLE001 - SystemExit in setup is a setup failure too
-            return 0 if self._setup_result(exc) else 1
+            self._setup_result(exc)
+            return 1
         self._setup_result(None)
         signal.signal(CANCEL_SIGNAL, self._on_cancel_signal)
         while True:
@@ -292,11 +299,21 @@ class SyncRunner(Runner):
             return
         f = frame
         while f is not None:
-            if f.f_code.co_filename in _CRITICAL_FILES:
-                return  # re-sent shortly by _signal_until_delivered
+            if f.f_globals.get("__name__") in _CRITICAL_MODULES:
+                self._deferred = pid
+                return
             f = f.f_back
         self._delivered = pid
         raise CancelationException()
+
+    def _raise_deferred_cancel(self) -> None:
+        pid = self._deferred
+        if pid is None or threading.get_ident() != self._main_ident:
+            return
+        self._deferred = None
+        if pid == self._current and pid in self._cancel_ids and self._delivered != pid:
+            self._delivered = pid
+            raise CancelationException()
 
     def _predict(self, job: Predict) -> None:
         pid = job.id
@@ -308,7 +325,7 @@ class SyncRunner(Runner):
         outcome: Any
         try:
             try:
-                self._delivered = None
+                self._delivered = self._deferred = None
                 with self._lock:
                     self._pending.discard(pid)
                     self._current = pid
@@ -364,7 +381,8 @@ class AsyncRunner(Runner):
             if inspect.isawaitable(result):
                 await result
         except BaseException as exc:  # noqa: BLE001
-            return 0 if self._setup_result(exc) else 1
+            self._setup_result(exc)
+            return 1
         self._setup_result(None)
         await self._stopped.wait()
         for task in list(self._tasks.values()):

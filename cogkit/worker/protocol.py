@@ -165,6 +165,8 @@ class Canceled:
 
 @dataclass(frozen=True)
 class HealthResult:
+    """``error``: Cog's full message, e.g. "Healthcheck failed: <exception message>"."""
+
     id: str
     healthy: bool
     error: str | None = None
