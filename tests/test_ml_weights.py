@@ -243,3 +243,16 @@ def test_concurrent_downloads_share_cache(server, tmp_path):
     assert not errors and len(set(results)) == 1
     assert [p.name for p in tmp_path.iterdir()] == [results[0].parent.name]  # no leftover temp folders
     assert os.path.getsize(results[0]) == len(server.files["m.safetensors"])
+
+
+def test_diffusers_variant(tmp_path):
+    for name in ("unet", "vae"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "diffusion_pytorch_model.fp16.safetensors").write_bytes(b"")
+    assert W.diffusers_variant(tmp_path) == "fp16"
+    (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"")
+    assert W.diffusers_variant(tmp_path) == "fp16"  # both stored: the fp16 copy is enough
+    plain = tmp_path / "plain"
+    (plain / "unet").mkdir(parents=True)
+    (plain / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"")
+    assert W.diffusers_variant(plain) is None

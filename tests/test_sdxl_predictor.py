@@ -424,3 +424,18 @@ def test_turbo_img2img_default_steps_cover_strength(tiny_sdxl_turbo, tmp_path, c
     (out,) = run(p, image=noise_image(tmp_path / "i.png"), prompt_strength=0.5, num_inference_steps=None,
                  guidance_scale=None)
     assert out.size == (64, 64) and "steps=2" in capfd.readouterr().err
+
+
+def test_fp16_variant_weights_folder(tmp_path, capfd):
+    """A folder saved as diffusers' fp16 variant (as the Hub's SDXL repos are) loads."""
+    from diffusers import StableDiffusionXLPipeline
+
+    from tests.tiny_models import build_sdxl
+
+    src = build_sdxl(tmp_path / "plain")
+    StableDiffusionXLPipeline.from_pretrained(src).save_pretrained(tmp_path / "v", variant="fp16")
+    assert list((tmp_path / "v" / "unet").glob("*.fp16.safetensors"))
+    p = load_predictor(tmp_path / "v")
+    (a,) = run(p, seed=4)
+    (b,) = run(load_predictor(src), seed=4)
+    assert_same(a, b)

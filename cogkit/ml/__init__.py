@@ -21,7 +21,8 @@ Modules and their main functions:
   trailing=False)``, ``scheduler_name(scheduler)``.
 * ``cogkit.ml.weights``: ``resolve_weights(weights, default=)`` (local path, http(s)
   tar/file with parallel ranged download + cache + checks, Hugging Face repo id;
-  COG_WEIGHTS), ``download_url``, ``hf_snapshot``, ``check_safetensors``, ``WeightsError``.
+  COG_WEIGHTS; ``one_copy=True`` fetches one copy of a diffusers repo), ``diffusers_variant(folder)``,
+  ``download_url``, ``hf_snapshot``, ``check_safetensors``, ``WeightsError``.
 * ``cogkit.ml.compile``: ``compile_module(module, regional=True)``,
   ``set_cache_dir(path)``, ``warm_up(fn, runs=)``.
 * ``cogkit.ml.fp8``: ``quantize_linears(model, granularity="tensor"|"row")``,

@@ -62,6 +62,21 @@ def _as_source(weights: Any) -> str | None:
     raise WeightsError(f"weights: unsupported value of type {type(weights).__name__}")
 
 
+# A diffusers repo on the Hub often holds the same weights several times (fp32 and fp16
+# safetensors, .bin, ONNX, ...): fetch the configs plus one copy of the weights.
+FP16_PATTERNS = ["*.json", "*.txt", "*.model", "*.fp16.safetensors"]
+PLAIN_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors"]
+
+
+def diffusers_variant(folder: str | os.PathLike[str]) -> str | None:
+    """"fp16" when the folder's weights are stored as ``*.fp16.safetensors`` (the
+    diffusers "variant" to pass to from_pretrained), else None."""
+    root = pathlib.Path(folder)
+    files = list(root.glob("*/*.safetensors")) + list(root.glob("*.safetensors"))
+    fp16 = [f for f in files if f.name.endswith(".fp16.safetensors")]
+    return "fp16" if fp16 and len(fp16) * 2 >= len(files) else None
+
+
 def resolve_weights(
     weights: Any = None,
     default: str | None = None,
@@ -69,8 +84,14 @@ def resolve_weights(
     cache_dir: str | os.PathLike[str] | None = None,
     sha256: str | None = None,
     allow_patterns: list[str] | None = None,
+    one_copy: bool = False,
 ) -> pathlib.Path:
-    """A local path holding the weights (see the module docstring for the sources)."""
+    """A local path holding the weights (see the module docstring for the sources).
+
+    ``one_copy``: for a Hugging Face repo, fetch configs and the fp16 safetensors
+    only (or the plain safetensors when the repo has no fp16 ones), not every
+    format the repo holds; combine with ``diffusers_variant()`` when loading.
+    """
     source = _as_source(weights) or os.environ.get("COG_WEIGHTS", "").strip() or default
     if not source:
         raise WeightsError("weights: none given (pass setup(weights), set COG_WEIGHTS, or give the model a default)")
@@ -82,6 +103,11 @@ def resolve_weights(
         return local
     m = _REPO_ID.match(source)
     if m and not source.startswith(("/", ".", "~")):
+        if one_copy and allow_patterns is None:
+            path = hf_snapshot(m.group(1), m.group(2), allow_patterns=FP16_PATTERNS)
+            if any(path.rglob("*.safetensors")):
+                return path
+            allow_patterns = PLAIN_PATTERNS
         return hf_snapshot(m.group(1), m.group(2), allow_patterns=allow_patterns)
     raise WeightsError(
         f"weights: {source!r} is not an existing local path, an http(s) URL or a Hugging Face repo id (owner/name)"

@@ -49,7 +49,7 @@ from cogkit.ml.logs import log
 from cogkit.ml.progress import DenoiseProgress, quiet_libraries, quiet_pipeline
 from cogkit.ml.schedulers import make_scheduler
 from cogkit.ml.seeds import generators
-from cogkit.ml.weights import WeightsError, resolve_weights
+from cogkit.ml.weights import WeightsError, diffusers_variant, resolve_weights
 
 DEFAULT_WEIGHTS = "stabilityai/stable-diffusion-xl-base-1.0"
 EXTRAS = {
@@ -151,11 +151,12 @@ class SDXLEngine:
         from diffusers import StableDiffusionXLPipeline
 
         self.plan = plan_device()
-        self.root = resolve_weights(weights, default=DEFAULT_WEIGHTS)
+        self.root = resolve_weights(weights, default=DEFAULT_WEIGHTS, one_copy=True)
         if not (self.root / "model_index.json").is_file():
             raise WeightsError(f"weights: {self.root} is not a diffusers SDXL folder (no model_index.json)")
         self.base = quiet_pipeline(
-            StableDiffusionXLPipeline.from_pretrained(self.root, dtype=self.plan.dtype, add_watermarker=False)
+            StableDiffusionXLPipeline.from_pretrained(self.root, dtype=self.plan.dtype, add_watermarker=False,
+                                                      variant=diffusers_variant(self.root))
         ).to(self.plan.device)
         self.weights_mode = detect_fast_mode(self.root)
         log(f"[sdxl] base model loaded from {self.root} (weights look like: {self.weights_mode})")
@@ -217,7 +218,7 @@ class SDXLEngine:
         env, default = EXTRAS[key]
         source = os.environ.get(env, "").strip() or default
         try:
-            return resolve_weights(source)
+            return resolve_weights(source, one_copy=True)
         except WeightsError as exc:
             log(f"[sdxl] {key}: not available ({exc})")
             return None
@@ -231,7 +232,7 @@ class SDXLEngine:
 
         refiner = StableDiffusionXLImg2ImgPipeline.from_pretrained(
             path, text_encoder_2=self.base.text_encoder_2, vae=self.base.vae,
-            dtype=self.plan.dtype, add_watermarker=False,
+            dtype=self.plan.dtype, add_watermarker=False, variant=diffusers_variant(path),
         ).to(self.plan.device)
         log(f"[sdxl] refiner loaded from {path}")
         return quiet_pipeline(refiner)
@@ -246,7 +247,8 @@ class SDXLEngine:
                 )
             from diffusers import ControlNetModel
 
-            cn = ControlNetModel.from_pretrained(path, dtype=self.plan.dtype).to(self.plan.device)
+            cn = ControlNetModel.from_pretrained(path, dtype=self.plan.dtype,
+                                                 variant=diffusers_variant(path)).to(self.plan.device)
             if self.plan.channels_last:
                 cn.to(memory_format=torch.channels_last)
             self._controlnets[kind] = cn
