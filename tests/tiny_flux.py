@@ -17,7 +17,8 @@ bench/gpu_flux.py --tiny):
 
 Pytest fixtures (session-scoped; import into a test module with
 ``from tests.tiny_flux import tiny_flux_schnell  # noqa: F401``):
-``tiny_flux_schnell``, ``tiny_flux_dev``, ``tiny_flux_lora``, ``tiny_flux_te_lora``.
+``tiny_flux_schnell``, ``tiny_flux_dev``, ``tiny_flux_lora``, ``tiny_flux_te_lora``, and
+``flux_fp8_cache`` (points COGKIT_FLUX_FP8_CACHE at a test folder).
 """
 
 from __future__ import annotations
@@ -174,6 +175,19 @@ def build_safety_checker(out: str | os.PathLike[str], *, flag_all: bool, seed: i
 
 
 # ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def flux_fp8_cache(tmp_path_factory) -> pathlib.Path:
+    """Pre-quantised fp8 transformers go to a test folder, not ~/.cache."""
+    path = tmp_path_factory.mktemp("flux-fp8-cache")
+    old = os.environ.get("COGKIT_FLUX_FP8_CACHE")
+    os.environ["COGKIT_FLUX_FP8_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("COGKIT_FLUX_FP8_CACHE", None)
+    else:
+        os.environ["COGKIT_FLUX_FP8_CACHE"] = old
 
 
 @pytest.fixture(scope="session")

@@ -130,6 +130,8 @@ class LoraSet:
             while len(self.loaded) >= self.max_loaded:
                 old, _ = self.loaded.popitem(last=False)
                 self.pipe.delete_adapters(old)
+                if self.active is not None and self.active[0] == old:
+                    self.active = None
                 log(f"[flux] LoRA {old} unloaded (keeping at most {self.max_loaded})")
             t0 = time.perf_counter()
             try:
@@ -154,12 +156,10 @@ class LoraSet:
         return self.active
 
     def _forget(self, name: str) -> None:
-        try:  # a half-loaded adapter must not stay behind
-            if any(name in v for v in self.pipe.get_list_adapters().values()):
-                self.pipe.delete_adapters(name)
-        except Exception:
-            pass
-        # load_lora_weights activates the new adapter: put back what was active before
+        """Undo a failed load: no half-loaded adapter stays behind, and what was
+        active before is active again (load_lora_weights activates the new one)."""
+        if any(name in v for v in self.pipe.get_list_adapters().values()):
+            self.pipe.delete_adapters(name)
         if self.active is not None:
             self.pipe.set_adapters([self.active[0]], adapter_weights=[self.active[1]])
         elif self.loaded:
