@@ -264,3 +264,44 @@ def test_submit_from_many_threads(engine, tok) -> None:
     for t in threads:
         t.join(timeout=60)
     assert results == [expected] * 6
+
+
+# ------------------------------------------------------------------------------ compiled decode
+
+
+def test_compiled_decode_traces_whole_and_matches_eager(tiny_llama_dir, engine, tok) -> None:
+    """The GPU path (torch.compile of the decode step, fullgraph, one graph per batch size)
+    traced on the CPU, its graphs run as traced: no graph breaks, no recompiles after the
+    warm-up, and the same tokens as the eager engine, alone and batched."""
+    import torch._dynamo
+
+    graphs: list[object] = []
+
+    def traced_graph_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    compiled = LLMEngine.from_pretrained(
+        tiny_llama_dir, device="cpu", dtype=torch.float32, slots=3, compile_decode=True,
+        compile_backend=traced_graph_backend,
+    )
+    try:
+        assert compiled._buckets == [1, 2, 3] and len(graphs) == 3  # warm-up traced each batch size once
+        requests = [
+            (prompt_ids(tok, PROMPTS[0]), GREEDY, 20),
+            (prompt_ids(tok, PROMPTS[1]), SamplingParams(temperature=0.9, top_p=0.9, seed=4), 12),
+            (prompt_ids(tok, PROMPTS[2]), SamplingParams(temperature=0.0, repetition_penalty=1.2), 16),
+        ]
+        expected = [run(engine, ids, p, max_new_tokens=n)[1] for ids, p, n in requests]
+        alone = [run(compiled, ids, p, max_new_tokens=n)[1] for ids, p, n in requests]
+        with compiled._cond:
+            streams = [compiled.submit(ids, p, max_new_tokens=n) for ids, p, n in requests]
+        for s in streams:
+            s.text()
+        assert alone == expected
+        assert [s.token_ids for s in streams] == expected and compiled.peak_batch == 3
+        assert len(graphs) == 3  # nothing was traced again
+    finally:
+        compiled.close()
+        torch._dynamo.reset()

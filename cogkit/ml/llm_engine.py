@@ -13,7 +13,8 @@ How a request runs:
 * One decode step advances every running request together: the last token of each
   slot goes in at that slot's own position, with a mask that lets each row see only
   its own positions. The step runs on the first ``n`` slots, ``n`` a power of two
-  (so at most log2(slots)+1 shapes exist, each compiled/captured once on GPU).
+  (so at most log2(slots)+1 shapes exist, each compiled/captured once on GPU;
+  ``decode_buckets`` picks other sizes, e.g. [1, slots] to compile only two).
 * Each request keeps its own sampling settings and generator (``cogkit.ml.sampling``),
   detokeniser and stop sequences (``cogkit.ml.llm_text``); it ends on an
   end-of-sequence token, a stop sequence, ``max_new_tokens``, or cancellation.
@@ -33,7 +34,7 @@ import dataclasses
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -281,6 +282,8 @@ class LLMEngine:
         slots: int = 8,
         max_seq_len: int | None = None,
         compile_decode: bool | None = None,
+        decode_buckets: Sequence[int] | None = None,
+        compile_backend: str | Callable[..., Any] = "inductor",
         warm_up: bool = True,
     ) -> None:
         if slots < 1:
@@ -300,14 +303,19 @@ class LLMEngine:
         self.cache = SlotKVCache(model.config, slots, self.max_seq_len, self.dtype, self.device)
         self.sampler = SlotSampler(slots, self.vocab_size, self.device)
         self._positions_all = torch.arange(self.max_seq_len, device=self.device)
-        self._buckets = _buckets(slots)
+        torch._dynamo.mark_static_address(self._positions_all)
+        self._buckets = sorted({min(int(b), slots) for b in decode_buckets} | {slots}) if decode_buckets else _buckets(slots)
+        if self._buckets[0] < 1:
+            raise ValueError(f"decode_buckets: batch sizes must be >= 1, got {list(decode_buckets or [])}")
         if compile_decode is None:
             compile_decode = self.device.type == "cuda"
         self.compile_decode = compile_decode
         self._decode = self._decode_forward
         if compile_decode:
-            mode = "reduce-overhead" if self.device.type == "cuda" else None
-            self._decode = torch.compile(self._decode_forward, mode=mode, fullgraph=True, dynamic=False)
+            mode = "reduce-overhead" if self.device.type == "cuda" and compile_backend == "inductor" else None
+            self._decode = torch.compile(
+                self._decode_forward, backend=compile_backend, mode=mode, fullgraph=True, dynamic=False
+            )
 
         self.peak_batch = 0  # most requests decoded together in one step (for tests and logs)
         self.decode_steps = 0
