@@ -785,3 +785,17 @@ def test_child_refuses_another_protocol_version() -> None:
     assert isinstance(msg, LoadFailed) and "protocol version" in msg.error
     assert proc.wait(timeout=10) == 2
     parent.close()
+
+
+def test_forked_processes_are_captured_and_never_touch_the_socket() -> None:
+    async def main() -> None:
+        w = await started("forks.py:Predictor")
+        for tag in ("a", "b"):
+            r = await predict(w, tag, {"tag": tag})
+            assert isinstance(r.terminal, Done), r.logs
+            assert r.logs == f"{tag} from the forked process\n{tag} stderr from the forked process\n"
+            assert r.terminal.output == "exit 0, sockets in a subprocess: 0"
+        assert w.restarts == 0 and w.state == "READY"
+        await w.shutdown()
+
+    run(main())

@@ -64,8 +64,15 @@ class ChildConnection:
         self._sock = sock
         self._rfile = sock.makefile("rb")
         self._lock = threading.Lock()
+        self._disabled = False
+
+    def disable(self) -> None:
+        """In a process forked from the child: never touch the parent's socket."""
+        self._disabled = True
 
     def send(self, message: Any) -> None:
+        if self._disabled:
+            return
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         header = HEADER.pack(len(data))
         with self._lock:

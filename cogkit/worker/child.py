@@ -478,6 +478,15 @@ def _control_loop(conn: _framing.ChildConnection, runner: Runner, diag: Any) -> 
             runner.stop()
 
 
+def _after_fork(conn: _framing.ChildConnection) -> None:
+    """In a process the predictor forked (multiprocessing, DataLoader workers): plain
+    files on fds 1/2, which are the capture pipes, so its output is still captured, as
+    C-level output; and no use of the socket, which belongs to the worker."""
+    conn.disable()
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+
+
 def _exit(code: int) -> None:
     """Leave without joining user threads (a stuck thread must not keep the worker alive)."""
     import atexit
@@ -495,7 +504,9 @@ def _exit(code: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv if argv is None else argv
-    sock = socket.socket(fileno=int(argv[1]))
+    fd = int(argv[1])
+    os.set_inheritable(fd, False)  # subprocesses of the predictor must not get the socket
+    sock = socket.socket(fileno=fd)
     # The parent's stderr, kept apart from the captured fd 2: faulthandler writes a
     # crash's traceback there, and internal errors go there.
     diag = os.fdopen(os.dup(2), "w", buffering=1)
@@ -515,6 +526,7 @@ def main(argv: list[str] | None = None) -> None:
 
     capture = OutputCapture(lambda pid, text, stream: conn.send(Log(pid, text, stream)))
     capture.install()
+    os.register_at_fork(after_in_child=lambda: _after_fork(conn))
     try:
         predictor, loaded = load(hello)
     except BaseException as exc:  # noqa: BLE001 - import errors, bad signatures, SystemExit
