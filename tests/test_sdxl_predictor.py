@@ -439,3 +439,35 @@ def test_fp16_variant_weights_folder(tmp_path, capfd):
     (a,) = run(p, seed=4)
     (b,) = run(load_predictor(src), seed=4)
     assert_same(a, b)
+
+
+def test_unreachable_weights_fail_setup_clearly(tmp_path, monkeypatch):
+    from cogkit.ml.weights import WeightsError
+
+    monkeypatch.delenv("COG_WEIGHTS", raising=False)
+    with pytest.raises(WeightsError, match="not an existing local path"):
+        load_predictor(tmp_path / "nothing-here")
+    with pytest.raises(WeightsError, match="not in the local cache and HF_HUB_OFFLINE=1"):
+        load_predictor("acme/no-such-sdxl")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(WeightsError, match="not a diffusers SDXL folder"):
+        load_predictor(tmp_path / "empty")
+
+
+def test_fast_mode_detected_from_weights(tmp_path):
+    import json
+    import sys
+
+    sys.path.insert(0, str(SDXL_DIR))
+    from sdxl_engine import detect_fast_mode
+
+    def folder(name, unet_cfg):
+        d = tmp_path / name
+        (d / "unet").mkdir(parents=True)
+        (d / "unet" / "config.json").write_text(json.dumps(unet_cfg))
+        return d
+
+    assert detect_fast_mode(folder("sdxl-base", {})) == "standard"
+    assert detect_fast_mode(folder("lcm-sdxl", {"time_cond_proj_dim": 256})) == "lcm"
+    assert detect_fast_mode(folder("SDXL-Lightning-4step", {})) == "lightning"
+    assert detect_fast_mode(folder("models--stabilityai--sdxl-turbo/snapshots/abc", {})) == "turbo"

@@ -110,8 +110,9 @@ class Request:
 
 
 def detect_fast_mode(root: pathlib.Path) -> str:
-    """What the loaded weights are: an LCM-distilled UNet, SDXL-Turbo/Lightning, or standard."""
-    name = root.name.lower() if root.name != "snapshots" else root.parent.name.lower()
+    """What the loaded weights are: an LCM-distilled UNet, SDXL-Turbo/Lightning, or
+    standard. Turbo/Lightning are told by name (the folder, or the Hub cache folder a
+    few levels up, e.g. models--stabilityai--sdxl-turbo/snapshots/<sha>)."""
     names = " ".join(p.name.lower() for p in [root, *root.parents][:4])
     try:
         unet_cfg = json.loads((root / "unet" / "config.json").read_text())
@@ -119,7 +120,7 @@ def detect_fast_mode(root: pathlib.Path) -> str:
         unet_cfg = {}
     if unet_cfg.get("time_cond_proj_dim"):
         return "lcm"
-    if "lightning" in names or "lightning" in name:
+    if "lightning" in names:
         return "lightning"
     if "turbo" in names:
         return "turbo"
