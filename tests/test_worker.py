@@ -799,3 +799,26 @@ def test_forked_processes_are_captured_and_never_touch_the_socket() -> None:
         await w.shutdown()
 
     run(main())
+
+
+def test_worker_under_uvloop() -> None:
+    """The server runs on uvloop: spawn, predict, crash and restart, cancel there too."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> None:
+        w = await started("crash.py:Predictor")
+        r = await predict(w, "a", {"how": "segv"})
+        assert isinstance(r.terminal, Failed) and "SIGSEGV" in r.terminal.error
+        await w.wait_ready()
+        r = await predict(w, "b", {"how": "ok"})
+        assert isinstance(r.terminal, Done) and w.restarts == 1
+        await w.shutdown()
+        w = await started("cancel_sync.py:Predictor")
+        h = await w.predict("c", {"mode": "sleep"})
+        seen: list[Any] = []
+        await wait_for_log(h, "started", seen)
+        await w.cancel("c")
+        assert isinstance((await rest(h, seen)).terminal, Canceled)
+        await w.shutdown()
+
+    uvloop.run(asyncio.wait_for(main(), 30))
