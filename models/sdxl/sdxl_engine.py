@@ -113,7 +113,9 @@ def detect_fast_mode(root: pathlib.Path) -> str:
     """What the loaded weights are: an LCM-distilled UNet, SDXL-Turbo/Lightning, or
     standard. Turbo/Lightning are told by name (the folder, or the Hub cache folder a
     few levels up, e.g. models--stabilityai--sdxl-turbo/snapshots/<sha>)."""
-    names = " ".join(p.name.lower() for p in [root, *root.parents][:4])
+    names = root.name.lower()
+    if root.parent.name == "snapshots":  # inside huggingface_hub's cache: the repo folder names it
+        names += " " + root.parent.parent.name.lower()
     try:
         unet_cfg = json.loads((root / "unet" / "config.json").read_text())
     except (OSError, ValueError):
