@@ -16,8 +16,12 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-# The read-only conformance kit beside the checkout (../shared), overridable.
-SHARED = Path(os.environ.get("COGKIT_SHARED_DIR", REPO.parent / "shared"))
+# The read-only reference kit beside the checkout (../shared); overridable, and found at
+# /work/shared too when the checkout was cloned elsewhere (e.g. a clean clone in /tmp).
+SHARED = Path(
+    os.environ.get("COGKIT_SHARED_DIR")
+    or next((str(p) for p in (REPO.parent / "shared", Path("/work/shared")) if p.is_dir()), REPO.parent / "shared")
+)
 CONFORMANCE = SHARED / "conformance" / "cog-0.23.1"
 
 
