@@ -239,6 +239,17 @@ def test_cancel_frees_the_slot(engine, tok) -> None:
     assert run(engine, ids, max_new_tokens=4)[2].finish_reason == "length"
 
 
+def test_a_queued_request_can_be_cancelled_before_it_gets_a_slot(engine, tok) -> None:
+    ids = prompt_ids(tok, PROMPTS[0])
+    busy = [engine.submit(ids, GREEDY, max_new_tokens=150) for _ in range(engine.slots)]
+    queued = engine.submit(ids, GREEDY, max_new_tokens=150)
+    queued.cancel()
+    assert queued.text() == "" and queued.stats.finish_reason == "canceled" and queued.token_ids == []
+    assert any(s.stats.finish_reason == "" for s in busy)  # it did not wait for a free slot
+    for s in busy:
+        s.text()
+
+
 def test_a_failing_request_does_not_stop_the_engine(engine, tok) -> None:
     bad = engine.submit([1, 10**6], GREEDY, max_new_tokens=4)  # id out of the vocabulary
     with pytest.raises(GenerationError, match="prefill failed"):
@@ -246,6 +257,15 @@ def test_a_failing_request_does_not_stop_the_engine(engine, tok) -> None:
     assert bad.stats.finish_reason == "error"
     _, tokens, stats = run(engine, prompt_ids(tok, PROMPTS[2]), max_new_tokens=6)
     assert len(tokens) == 6 and stats.finish_reason == "length"
+
+
+def test_an_engine_bug_fails_the_running_requests_and_serving_goes_on(engine, tok) -> None:
+    ids = prompt_ids(tok, PROMPTS[2])
+    broken = engine.submit(ids, GREEDY, max_new_tokens=6, stop_sequences=[5])  # type: ignore[list-item]
+    with pytest.raises(GenerationError, match="engine error: TypeError"):
+        broken.text()
+    assert not engine._active
+    assert run(engine, ids, max_new_tokens=6)[2].finish_reason == "length"
 
 
 def test_submit_from_many_threads(engine, tok) -> None:

@@ -379,9 +379,6 @@ class LLMEngine:
     # ------------------------------------------------------------------------------------------
     # public API
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
     def submit(
         self,
         prompt_ids: Sequence[int],
@@ -497,15 +494,24 @@ class LLMEngine:
                         self._cond.wait()
                     if self._closing:
                         break
+                    dropped = [r for r in self._pending if r.cancelled]  # gone before they got a slot
+                    for req in dropped:
+                        self._pending.remove(req)
                     admitted: list[_Request] = []
                     while self._pending and len(self._active) + len(admitted) < self.slots:
                         admitted.append(self._pending.popleft())
-                for req in admitted:
-                    self._admit(req)
-                for req in [r for r in self._active.values() if r.cancelled]:
-                    self._finish(req, "canceled")
-                if self._active:
-                    self._step()
+                try:
+                    for req in dropped + admitted:
+                        self._admit(req)
+                    for req in [r for r in self._active.values() if r.cancelled]:
+                        self._finish(req, "canceled")
+                    if self._active:
+                        self._step()
+                except Exception as exc:  # a bug outside the model calls: fail what runs, keep serving
+                    log(f"[llm] engine error: {type(exc).__name__}: {exc}")
+                    for req in [*admitted, *self._active.values()]:
+                        if req.stats.finish_reason == "":
+                            self._fail(req, GenerationError(f"engine error: {type(exc).__name__}: {exc}"))
         for req in [*self._active.values(), *self._pending]:
             self._fail(req, GenerationError("the engine shut down"))
 
