@@ -23,7 +23,9 @@ The model stays a plain transformers module: the engine passes its own cache obj
 (``cache=``), explicit per-row ``position_ids`` and a 4-D mask, and registers one
 attention function ("cogkit_slots", SDPA without repeating K/V for grouped-query
 heads). On CUDA the decode step is ``torch.compile``d with CUDA graphs
-("reduce-overhead"), gpt-fast style; prefill stays eager.
+("reduce-overhead"), gpt-fast style; prefill stays eager. A model split over several
+GPUs (``device_map="auto"``) keeps each layer's cache on that layer's GPU and decodes
+eagerly.
 """
 
 from __future__ import annotations
@@ -181,14 +183,20 @@ class SlotKVCache:
 
     is_compileable = True
 
-    def __init__(self, config: Any, slots: int, max_seq_len: int, dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(
+        self, config: Any, slots: int, max_seq_len: int, dtype: torch.dtype, devices: Sequence[torch.device]
+    ) -> None:
+        """``devices``: one per layer (a model split over several GPUs keeps each layer's
+        cache beside it), or a single one for all."""
         text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
         heads = text_config.num_attention_heads
         kv_heads = getattr(text_config, "num_key_value_heads", None) or heads
         head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // heads
         shape = (slots, kv_heads, max_seq_len, head_dim)
-        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(text_config.num_hidden_layers)]
-        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(text_config.num_hidden_layers)]
+        layers = text_config.num_hidden_layers
+        devices = list(devices) if len(devices) == layers else [devices[0]] * layers
+        self.keys = [torch.zeros(shape, dtype=dtype, device=d) for d in devices]
+        self.values = [torch.zeros(shape, dtype=dtype, device=d) for d in devices]
         for t in (*self.keys, *self.values):
             # fixed addresses: in-place updates then keep CUDA graphs valid
             torch._dynamo.mark_static_address(t)
@@ -208,7 +216,7 @@ class SlotKVCache:
             return keys[s : s + 1, :, :n], values[s : s + 1, :, :n]
         rows, heads, _, dim = key_states.shape
         assert self.positions is not None, "SlotKVCache: positions not set for a decode step"
-        index = self.positions.view(rows, 1, 1, 1).expand(rows, heads, 1, dim)
+        index = self.positions.to(keys.device).view(rows, 1, 1, 1).expand(rows, heads, 1, dim)
         keys[:rows].scatter_(2, index, key_states)
         values[:rows].scatter_(2, index, value_states)
         return keys[:rows], values[:rows]
@@ -260,6 +268,19 @@ def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
     return ids
 
 
+def _layer_devices(model: Any) -> list[torch.device]:
+    """The device of each decoder layer (several with ``device_map="auto"`` on many GPUs)."""
+    base = getattr(model, "model", model)
+    layers = getattr(base, "layers", None)
+    if layers is None:
+        return []
+    out = []
+    for layer in layers:
+        weight = next((p for p in layer.parameters()), None)
+        out.append(weight.device if weight is not None else torch.device("cpu"))
+    return out
+
+
 def _buckets(slots: int) -> list[int]:
     out, n = [], 1
     while n < slots:
@@ -290,7 +311,9 @@ class LLMEngine:
             raise ValueError(f"slots: must be >= 1, got {slots}")
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.device = next(model.parameters()).device
+        self.device = model.get_input_embeddings().weight.device  # where input ids go
+        layer_devices = _layer_devices(model)
+        multi_device = len(set(layer_devices) | {self.device}) > 1
         self.dtype = next(p for p in model.parameters() if p.dtype.is_floating_point).dtype
         config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         window = getattr(config, "max_position_embeddings", None) or 4096
@@ -300,15 +323,15 @@ class LLMEngine:
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         _register_attention()
         model.set_attn_implementation(ATTENTION_NAME)
-        self.cache = SlotKVCache(model.config, slots, self.max_seq_len, self.dtype, self.device)
-        self.sampler = SlotSampler(slots, self.vocab_size, self.device)
+        self.cache = SlotKVCache(model.config, slots, self.max_seq_len, self.dtype, layer_devices or [self.device])
+        self.sampler = SlotSampler(slots, self.vocab_size, model.get_output_embeddings().weight.device)
         self._positions_all = torch.arange(self.max_seq_len, device=self.device)
         torch._dynamo.mark_static_address(self._positions_all)
         self._buckets = sorted({min(int(b), slots) for b in decode_buckets} | {slots}) if decode_buckets else _buckets(slots)
         if self._buckets[0] < 1:
             raise ValueError(f"decode_buckets: batch sizes must be >= 1, got {list(decode_buckets or [])}")
         if compile_decode is None:
-            compile_decode = self.device.type == "cuda"
+            compile_decode = self.device.type == "cuda" and not multi_device  # CUDA graphs need one device
         self.compile_decode = compile_decode
         self._decode = self._decode_forward
         if compile_decode:
@@ -369,7 +392,9 @@ class LLMEngine:
             )
         # AutoTokenizer, not a concrete class: those silently return an empty tokenizer for a bad folder
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, device_map=str(device))
+        # A model too big for one GPU (70B-class in bf16) is split over all of them, layer by layer.
+        device_map = "auto" if str(device) == "cuda" and torch.cuda.device_count() > 1 else str(device)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, device_map=device_map)
         if fp8:
             from cogkit.ml.fp8 import quantize_linears
 

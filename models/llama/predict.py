@@ -8,7 +8,10 @@ repo id, given as ``setup(weights)`` / COG_WEIGHTS.
 Environment knobs (all optional): COG_MAX_CONCURRENCY (batch slots; default 16,
 as in cog.yaml), COGKIT_LLM_MAX_SEQ_LEN (KV-cache positions per slot, i.e. the
 context window served; default min(model's, 4096)), COGKIT_LLM_FP8=1 (fp8
-weight-only linears), COGKIT_LLM_COMPILE=0/1 (compiled decode; default on CUDA).
+weight-only linears), COGKIT_LLM_COMPILE=0/1 (compiled decode; default on one CUDA device). KV-cache memory
+is slots x positions x (2 x layers x kv_heads x head_dim x 2 bytes): 8.6 GB for
+Llama-3-8B at 16 x 4096. With several GPUs the model is split over them layer by
+layer (device_map="auto"), each layer's cache beside it, decode eager.
 
 torch and transformers are imported inside setup(), so ``cogkit schema`` stays fast.
 """
@@ -49,8 +52,6 @@ def _log(message: str) -> None:
 
 class Predictor(BasePredictor):
     def setup(self, weights: Path | None = None) -> None:
-        import torch
-
         from cogkit.ml.device import plan_device, set_global_flags
         from cogkit.ml.llm_engine import LLMEngine
         from cogkit.ml.weights import resolve_weights
@@ -75,7 +76,6 @@ class Predictor(BasePredictor):
 
         warm_ids = self.engine.tokenizer("hi", add_special_tokens=True)["input_ids"]
         self.engine.generate(warm_ids, SamplingParams(temperature=0.0), max_new_tokens=3)
-        del torch
 
     @streaming
     async def predict(
