@@ -115,7 +115,10 @@ def measure(engine, args, vocab: int, label: str, log) -> dict[str, Any]:
     # all requests submitted at once: they are admitted together and decoded as one batch
     t0 = time.perf_counter()
     with engine._cond:
-        streams = [engine.submit(p, settings["sampled"](100 + i), max_new_tokens=n) for i, p in enumerate(prompts[: args.concurrent])]
+        streams = [
+            engine.submit(p, settings["sampled"](100 + i), max_new_tokens=n)
+            for i, p in enumerate(prompts[: args.concurrent])
+        ]
     for s in streams:
         s.text()
     wall = time.perf_counter() - t0
@@ -192,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"[{label}] engine ready in {time.perf_counter() - t0:.1f}s")
         return engine
 
-    engine = engine_for("bf16" if dtype == torch.bfloat16 else "fp32")
-    results["cases"].append(measure(engine, args, cfg["vocab_size"], "bf16" if dtype == torch.bfloat16 else "fp32", log))
+    label = "bf16" if dtype == torch.bfloat16 else "fp32"
+    engine = engine_for(label)
+    results["cases"].append(measure(engine, args, cfg["vocab_size"], label, log))
     engine.close()
 
     fp8 = args.fp8 == "on" or (args.fp8 == "auto" and fp8_matmul_supported(device))

@@ -207,7 +207,9 @@ class SlotKVCache:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         keys, values = self.keys[layer_idx], self.values[layer_idx]
         if self.prefill_slot is not None:
             s, n = self.prefill_slot, key_states.shape[2]
@@ -309,6 +311,8 @@ class LLMEngine:
     ) -> None:
         if slots < 1:
             raise ValueError(f"slots: must be >= 1, got {slots}")
+        if max_seq_len is not None and max_seq_len < 2:
+            raise ValueError(f"max_seq_len: must be >= 2 positions, got {max_seq_len}")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.device = model.get_input_embeddings().weight.device  # where input ids go
@@ -327,7 +331,9 @@ class LLMEngine:
         self.sampler = SlotSampler(slots, self.vocab_size, model.get_output_embeddings().weight.device)
         self._positions_all = torch.arange(self.max_seq_len, device=self.device)
         torch._dynamo.mark_static_address(self._positions_all)
-        self._buckets = sorted({min(int(b), slots) for b in decode_buckets} | {slots}) if decode_buckets else _buckets(slots)
+        self._buckets = (
+            sorted({min(int(b), slots) for b in decode_buckets} | {slots}) if decode_buckets else _buckets(slots)
+        )
         if self._buckets[0] < 1:
             raise ValueError(f"decode_buckets: batch sizes must be >= 1, got {list(decode_buckets or [])}")
         if compile_decode is None:
@@ -383,7 +389,8 @@ class LLMEngine:
 
         folder = os.fspath(path)
         missing = [f for f in ("config.json",) if not os.path.isfile(os.path.join(folder, f))]
-        if not any(os.path.isfile(os.path.join(folder, f)) for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+        tokenizer_files = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+        if not any(os.path.isfile(os.path.join(folder, f)) for f in tokenizer_files):
             missing.append("tokenizer.json / tokenizer_config.json")
         if missing:
             raise WeightsError(
@@ -448,7 +455,9 @@ class LLMEngine:
             self._cond.notify_all()
         return stream
 
-    def generate(self, prompt_ids: Sequence[int], params: SamplingParams | None = None, **kwargs: Any) -> tuple[str, GenerationStats]:
+    def generate(
+        self, prompt_ids: Sequence[int], params: SamplingParams | None = None, **kwargs: Any
+    ) -> tuple[str, GenerationStats]:
         """Blocking convenience: the whole text and the stats."""
         stream = self.submit(prompt_ids, params, **kwargs)
         text = stream.text()

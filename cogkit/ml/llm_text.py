@@ -80,7 +80,8 @@ def build_prompt(
         try:
             text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         except Exception as exc:  # jinja2 TemplateError: e.g. a template that raises on a system role
-            if not system_prompt or type(exc).__name__ not in ("TemplateError", "TemplateSyntaxError", "UndefinedError"):
+            template_errors = ("TemplateError", "TemplateSyntaxError", "UndefinedError")
+            if not system_prompt or type(exc).__name__ not in template_errors:
                 raise
             merged = [{"role": "user", "content": f"{system_prompt}\n\n{prompt}"}]
             text = tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)

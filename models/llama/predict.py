@@ -109,7 +109,10 @@ class Predictor(BasePredictor):
             default=0.7, ge=0.0, le=5.0, description="Randomness; 0 means greedy (always the most likely token)."
         ),
         top_p: float = Input(
-            default=0.95, ge=0.0, le=1.0, description="Nucleus sampling: keep the smallest set of tokens with this total probability."
+            default=0.95,
+            ge=0.0,
+            le=1.0,
+            description="Nucleus sampling: keep the smallest set of tokens with this total probability.",
         ),
         top_k: int = Input(default=-1, ge=-1, description="Keep only the k most likely tokens; -1 (or 0): off."),
         repetition_penalty: float = Input(
@@ -123,7 +126,10 @@ class Predictor(BasePredictor):
         ),
         stop_sequences: str = Input(
             default=None,
-            description="Comma-separated stop sequences, e.g. '<end>,User:'. Generation stops before them; they are not in the output.",
+            description=(
+                "Comma-separated stop sequences, e.g. '<end>,User:'. Generation stops before them; "
+                "they are not in the output."
+            ),
         ),
         seed: int = Input(default=None, ge=0, description="Random seed; leave empty for a random one (logged)."),
         log_performance_metrics: bool = Input(
