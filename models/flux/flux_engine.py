@@ -60,6 +60,9 @@ import flux_sizes as sizes
 from flux_lora import LoraError, LoraSet, merge_into
 
 DEFAULT_WEIGHTS = "black-forest-labs/FLUX.1-schnell"
+# BFL's Hub repos hold the diffusers folders and BFL's single-file checkpoints (another
+# 24 GB): fetch only the diffusers layout (sub-folders and model_index.json).
+HUB_PATTERNS = ["model_index.json", "*/*.json", "*/*.safetensors", "*/*.txt", "*/*.model"]
 PROMPT_CACHE_SIZE = 32
 
 
@@ -193,7 +196,7 @@ class FluxEngine:
         self.plan = plan or plan_device()
         self.root: pathlib.Path | None = None
         if pipe is None:
-            self.root = resolve_weights(weights, default=DEFAULT_WEIGHTS)
+            self.root = resolve_weights(weights, default=DEFAULT_WEIGHTS, allow_patterns=HUB_PATTERNS)
             pipe = load_pipeline(self.root, self.plan)
             log(f"[flux] pipeline loaded from {self.root} in {time.perf_counter() - t0:.2f}s")
         self.pipe = quiet_pipeline(pipe)

@@ -55,7 +55,7 @@ def load_safety_checker(root: pathlib.Path | None, plan: DevicePlan) -> SafetyCh
     else:
         source = os.environ.get("COGKIT_FLUX_SAFETY_CHECKER", "").strip() or DEFAULT
         try:
-            path = resolve_weights(source)
+            path = resolve_weights(source, one_copy=True)
         except WeightsError as exc:
             log(f"[flux] safety checker: not available ({exc}); images are not filtered "
                 "(disable_safety_checker has no effect)")
