@@ -14,11 +14,13 @@ they cannot be installed.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -137,6 +139,17 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def containers(tmp_path_factory: pytest.TempPathFactory):
     _ensure_tools()
+    # One session at a time on the cached image store (a second run waits here).
+    lock = open(_cache_dir() / "containers.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        yield from _containers(tmp_path_factory)
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+
+
+def _containers(tmp_path_factory: pytest.TempPathFactory):
     work = tmp_path_factory.mktemp("containers")
     conf = work / "conf"
     conf.mkdir()
@@ -247,6 +260,7 @@ environment:
 """
 
 WEIGHTS_BYTES = 11 * 1024 * 1024
+EXPECTED_OUTPUT = f"hello world hello world | weights={WEIGHTS_BYTES} marker=baked six=1.16.0 jq=2 style=plain notes=False"
 
 
 def _model(root: Path, extra_run: str | None = None) -> Path:
@@ -302,9 +316,86 @@ def test_build_push_pull_run_predict(containers: Containers, tmp_path: Path, mon
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["status"] == "succeeded", body
-    assert body["output"] == (
-        f"hello world hello world | weights={WEIGHTS_BYTES} marker=baked six=1.16.0 jq=2 style=plain notes=False"
-    )
+    assert body["output"] == EXPECTED_OUTPUT
+    assert not _our_containers(containers), "run_image left its container behind"
+
+    # The same image through the CLI: cogkit predict --image, then cogkit serve --image.
+    pred = containers.cogkit("predict", "--image", image, "-i", "text=world", "-i", "repeat=2", cwd=tmp_path)
+    assert pred.returncode == 0, pred.stderr[-3000:]
+    assert pred.stdout.strip() == EXPECTED_OUTPUT
+
+    port = _free_port()
+    serve = subprocess.Popen([sys.executable, "-m", "cogkit", "serve", "--image", image, "--port", str(port)],
+                             cwd=tmp_path, env=containers.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and serve.poll() is None:
+            try:
+                if httpx.get(f"{url}/health-check", timeout=1).json().get("status") == "READY":
+                    break
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.2)
+        resp = httpx.post(f"{url}/predictions", json={"input": {"text": "world", "repeat": 2}}, timeout=60)
+        assert resp.json()["output"] == EXPECTED_OUTPUT
+    finally:
+        serve.send_signal(signal.SIGINT)
+        out, _ = serve.communicate(timeout=60)
+    assert serve.returncode == 130, out
+    assert not _our_containers(containers), "cogkit serve --image left its container behind"
+
+
+def _our_containers(containers: Containers) -> list[str]:
+    names = containers.run("podman", "ps", "-a", "--format", "{{.Names}}").stdout.split()
+    return [n for n in names if n.startswith("cogkit-run-")]
+
+
+def test_setup_failure_is_reported(containers: Containers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cogkit.build.runner import ImageRunError, run_image
+
+    project = _model(tmp_path / "setup-fails")
+    (project / "predict.py").write_text(PREDICT_PY.replace(
+        "        self.weights =", "        raise RuntimeError('weights are corrupt')\n        self.weights ="))
+    image = "localhost/setup-fails:ci"
+    build = containers.cogkit("build", "-q", "-t", image, cwd=project)
+    assert build.returncode == 0, build.stderr[-3000:]
+    for key in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF"):
+        monkeypatch.setenv(key, containers.env[key])
+    with pytest.raises(ImageRunError, match="model setup failed") as err:
+        with run_image(image, setup_timeout=120):
+            pass
+    assert "weights are corrupt" in str(err.value)
+    assert not _our_containers(containers)
+    containers.run("podman", "rmi", "-f", image, check=False)
+
+
+def test_docker_cli_through_podmans_api(containers: Containers, tmp_path: Path) -> None:
+    """With a Docker API answering (here podman's), the docker CLI is picked first and
+    builds (legacy builder: cache mounts handled server-side) and pushes."""
+    if shutil.which("docker") is None:
+        pytest.skip("no docker CLI on this machine (only podman/buildah are required)")
+    sock = containers.work / "podman.sock"
+    service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"], env=containers.env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(containers.env, DOCKER_HOST=f"unix://{sock}")
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            time.sleep(0.1)
+        project = _model(tmp_path / "via-docker")
+        image = f"{containers.registry}/e2e-model:via-docker"  # same repository: its layers are there already
+        proc = subprocess.run([sys.executable, "-m", "cogkit", "push", image, "--insecure"], cwd=project, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert f"building {image} with docker" in proc.stderr
+        assert "pushed" in proc.stderr and "with docker" in proc.stderr
+        containers.run("skopeo", "inspect", "--tls-verify=false", f"docker://{image}")
+    finally:
+        service.terminate()
+        service.wait(timeout=30)
 
 
 def test_build_failure_names_the_failing_step(containers: Containers, tmp_path: Path) -> None:
