@@ -220,7 +220,11 @@ def test_queue_accepts_waiting_predictions_instead_of_409(start, receiver: Recei
     for i in range(3):
         r = srv.client.post(
             "/predictions",
-            json={"id": f"q{i}", "input": {"seconds": 0.3, "text": f"q{i}"}, "webhook": receiver.url(f"/webhook/q{i}")},
+            json={
+                "id": f"q{i}",
+                "input": {"seconds": 2.0 if i == 0 else 0.2, "text": f"q{i}"},
+                "webhook": receiver.url(f"/webhook/q{i}"),
+            },
             headers=ASYNC,
         )
         assert r.status_code == 202, r.text

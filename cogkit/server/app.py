@@ -1,12 +1,12 @@
-"""The ASGI application: Cog's HTTP routes on top of the prediction service.
-
-A plain ASGI callable with its own small router (no framework middleware on the
-request path): prediction round trips are dominated by per-request overhead, and
-this keeps it to a dictionary lookup and one JSON encode.
+"""Cog's HTTP routes on top of the prediction service.
 
 Routes: GET / (discovery), GET /health-check, GET /openapi.json,
 POST /predictions (sync, ``Prefer: respond-async``, or SSE), PUT /predictions/{id},
 POST /predictions/{id}/cancel, POST /shutdown, and the same under /trainings.
+
+The router returns a response at once where it can (errors, 409, health without a
+user healthcheck) and a coroutine only when it must wait, so the common refusals
+cost no task (see http.py).
 """
 
 from __future__ import annotations
@@ -15,14 +15,16 @@ import asyncio
 import logging
 import os
 import platform
+from collections.abc import Awaitable
 from typing import Any
 
 from cogkit._version import COG_COMPAT_VERSION, __version__
-from cogkit.server import httpio
-from cogkit.server.httpio import respond, respond_json, respond_text
+from cogkit.server import httpio, jsonio
+from cogkit.server.http import HandlerResult, Request, Response
+from cogkit.server.httpio import json_response, text_response
 from cogkit.server.prediction import Prediction
 from cogkit.server.service import PredictionService, Refusal, parse_create
-from cogkit.server.sse import TooManySubscribers
+from cogkit.server.sse import Subscription, TooManySubscribers
 
 log = logging.getLogger("cogkit.server")
 
@@ -36,6 +38,9 @@ SSE_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 K8S_READY_FILE = "/var/run/cog/ready"
+NOT_FOUND: Response = (404, [], b"")
+EMPTY_OBJECT: Response = json_response(200, {})
+CANCEL_UNKNOWN: Response = json_response(404, {})
 
 # collection path -> noun used in messages
 COLLECTIONS = {"/predictions": "prediction", "/trainings": "training"}
@@ -60,10 +65,14 @@ def index_document(mode: str) -> dict[str, Any]:
     return doc
 
 
+def _not_allowed(allow: bytes) -> Response:
+    return 405, [(b"allow", allow)], b""
+
+
 class App:
     def __init__(self, service: PredictionService) -> None:
         self.service = service
-        self._index = httpio.jsonio.dumps(index_document(service.settings.mode))
+        self._index = json_response(200, index_document(service.settings.mode))
         self._version = {
             "coglet": COG_COMPAT_VERSION,
             "python_sdk": COG_COMPAT_VERSION,
@@ -72,90 +81,59 @@ class App:
         }
         self._k8s_ready_written = not os.environ.get("KUBERNETES_SERVICE_HOST")
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        kind = scope["type"]
-        if kind == "http":
-            try:
-                await self._route(scope, receive, send)
-            except httpio.ClientGone:
-                pass
-            except httpio.BodyTooLarge:
-                await respond_text(send, 413, "Request body is larger than 100 MiB")
-        elif kind == "lifespan":
-            await self._lifespan(receive, send)
-
-    async def _lifespan(self, receive: Any, send: Any) -> None:
-        while True:
-            msg = await receive()
-            if msg["type"] == "lifespan.startup":
-                self.service.begin()
-                await send({"type": "lifespan.startup.complete"})
-            elif msg["type"] == "lifespan.shutdown":
-                if not self.service.draining:
-                    await self.service.shutdown()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
     # ------------------------------------------------------------------ routing
 
-    async def _route(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        method: str = scope["method"]
-        path: str = scope["path"]
-        if path in COLLECTIONS:
-            if method == "POST":
-                return await self.create(scope, receive, send, COLLECTIONS[path], None)
-            return await _not_allowed(send, b"POST")
+    def __call__(self, req: Request) -> HandlerResult:
+        method, path = req.method, req.path
+        noun = COLLECTIONS.get(path)
+        if noun is not None:
+            return self.create(req, noun, None) if method == "POST" else _not_allowed(b"POST")
         if path == "/health-check":
-            if method == "GET":
-                return await self.health(send)
-            return await _not_allowed(send, b"GET")
+            return self.health() if method == "GET" else _not_allowed(b"GET")
         for prefix, noun in COLLECTIONS.items():
             if path.startswith(prefix + "/"):
                 rest = path[len(prefix) + 1 :]
-                if rest.endswith("/cancel") and "/" not in rest[:-7] and len(rest) > 7:
-                    if method == "POST":
-                        return await self.cancel(send, rest[:-7])
-                    return await _not_allowed(send, b"POST")
+                if rest.endswith("/cancel") and len(rest) > 7 and "/" not in rest[:-7]:
+                    return self.cancel(rest[:-7]) if method == "POST" else _not_allowed(b"POST")
                 if rest and "/" not in rest:
-                    if method == "PUT":
-                        return await self.create(scope, receive, send, noun, rest)
-                    return await _not_allowed(send, b"PUT")
-                return await respond(send, 404)
+                    return self.create(req, noun, rest) if method == "PUT" else _not_allowed(b"PUT")
+                return NOT_FOUND
         if path == "/":
-            if method == "GET":
-                return await respond(send, 200, self._index, httpio.JSON_HEADERS)
-            return await _not_allowed(send, b"GET")
+            return self._index if method == "GET" else _not_allowed(b"GET")
         if path == "/openapi.json":
-            if method == "GET":
-                return await self.openapi(send)
-            return await _not_allowed(send, b"GET")
+            return self.openapi() if method == "GET" else _not_allowed(b"GET")
         if path == "/shutdown":
-            if method == "POST":
-                await respond_json(send, 200, {})
-                self.service.request_shutdown()
-                return None
-            return await _not_allowed(send, b"POST")
-        return await respond(send, 404)
+            if method != "POST":
+                return _not_allowed(b"POST")
+            asyncio.get_running_loop().call_soon(self.service.request_shutdown)
+            return EMPTY_OBJECT
+        return NOT_FOUND
 
     # ------------------------------------------------------------------ simple routes
 
-    async def openapi(self, send: Any) -> None:
+    def openapi(self) -> Response:
         if self.service.schema is None:
-            return await respond_json(send, 503, {"error": "OpenAPI schema not available"})
-        await respond_json(send, 200, self.service.schema)
+            return json_response(503, {"error": "OpenAPI schema not available"})
+        return json_response(200, self.service.schema)
 
-    async def health(self, send: Any) -> None:
+    def health(self) -> HandlerResult:
         service = self.service
         status = service.status()
         body: dict[str, Any] = {"status": status, "setup": service.setup_info(), "version": self._version}
-        if status in ("READY", "BUSY"):
-            error = await service.user_healthcheck()
-            if error is not None:
-                body["status"] = "UNHEALTHY"
-                body["user_healthcheck_error"] = error
-            elif not self._k8s_ready_written:
-                self._write_k8s_ready()
-        await respond_json(send, 200, body)
+        if status in ("READY", "BUSY") and service.has_user_healthcheck:
+            return self._health_with_user_check(body)
+        if status in ("READY", "BUSY") and not self._k8s_ready_written:
+            self._write_k8s_ready()
+        return json_response(200, body)
+
+    async def _health_with_user_check(self, body: dict[str, Any]) -> Response:
+        error = await self.service.user_healthcheck()
+        if error is not None:
+            body["status"] = "UNHEALTHY"
+            body["user_healthcheck_error"] = error
+        elif not self._k8s_ready_written:
+            self._write_k8s_ready()
+        return json_response(200, body)
 
     def _write_k8s_ready(self) -> None:
         self._k8s_ready_written = True
@@ -165,78 +143,81 @@ class App:
         except OSError as exc:
             log.warning("could not write %s: %s", K8S_READY_FILE, exc)
 
-    async def cancel(self, send: Any, pid: str) -> None:
-        if await self.service.cancel(pid):
-            return await respond_json(send, 200, {})
-        await respond_json(send, 404, {})
+    def cancel(self, pid: str) -> HandlerResult:
+        if self.service.existing(pid) is None:
+            return CANCEL_UNKNOWN
+        return self._cancel(pid)
+
+    async def _cancel(self, pid: str) -> Response:
+        return EMPTY_OBJECT if await self.service.cancel(pid) else CANCEL_UNKNOWN
 
     # ------------------------------------------------------------------ predictions
 
-    async def create(self, scope: dict[str, Any], receive: Any, send: Any, noun: str, path_id: str | None) -> None:
+    def create(self, req: Request, noun: str, path_id: str | None) -> HandlerResult:
         service = self.service
-        raw = await httpio.read_body(receive)
-        if not httpio.is_json_content_type(httpio.header(scope, b"content-type")):
-            return await respond_text(send, 415, httpio.WRONG_CONTENT_TYPE)
+        if not httpio.is_json_content_type(req.header(b"content-type")):
+            return text_response(415, httpio.WRONG_CONTENT_TYPE)
         try:
-            body = httpio.parse_json(raw)
+            body = httpio.parse_json(req.body)
         except ValueError as exc:
-            return await respond_text(send, 400, str(exc))
-        accept = httpio.header(scope, b"accept") or ""
-        sse = "text/event-stream" in accept
+            return text_response(400, str(exc))
+        sse = b"text/event-stream" in req.headers.get(b"accept", b"")
         if sse:
             if noun == "training":
-                return await respond_json(send, 406, {"error": SSE_TRAINING})
+                return json_response(406, {"error": SSE_TRAINING})
             if service.loaded is not None and not service.streaming:
-                return await respond_json(send, 406, {"error": SSE_NOT_ENABLED})
+                return json_response(406, {"error": SSE_NOT_ENABLED})
         try:
-            req = parse_create(body, path_id, noun)
-            existing = service.existing(req.id) if req.id else None
+            creq = parse_create(body, path_id, noun)
+            existing = service.existing(creq.id) if creq.id else None
             if existing is not None:
                 if sse:
-                    return await self._stream(receive, send, existing, created=False)
-                return await respond_json(send, 202, existing.body())
-            pred = service.admit(req)
+                    return self._stream(req, existing, created=False)
+                return json_response(202, existing.body())
+            pred = service.admit(creq)
         except Refusal as refusal:
-            return await respond_json(send, refusal.status, refusal.body)
-        subscription = None
+            return refusal.response
+        pred.trace_headers = _trace_headers(req)
         if sse:
             stream = service.stream_of(pred.id)
             subscription = stream.subscribe(replay=True) if stream is not None else None
-        service.launch(pred, _trace_headers(scope))
-        if sse:
-            return await self._stream(receive, send, pred, created=True, subscription=subscription)
-        prefer = httpio.header(scope, b"prefer")
-        if prefer and "respond-async" in prefer:
-            return await respond_json(send, 202, pred.accepted_body())
-        await self._wait_sync(receive, send, pred)
+            service.launch(pred)
+            return self._stream(req, pred, created=True, subscription=subscription)
+        prefer = req.headers.get(b"prefer")
+        if prefer is not None and b"respond-async" in prefer:
+            service.launch(pred)
+            return json_response(202, pred.accepted_body())
+        return self._sync(req, pred, service.start(pred))
 
-    async def _wait_sync(self, receive: Any, send: Any, pred: Prediction) -> None:
-        """Answer when the prediction is terminal; cancel it if the client goes away."""
-        if not pred.done.is_set():
-            finished = asyncio.ensure_future(pred.done.wait())
-            gone = asyncio.ensure_future(_wait_disconnect(receive))
-            await asyncio.wait((finished, gone), return_when=asyncio.FIRST_COMPLETED)
-            if not finished.done():
-                finished.cancel()
-                log.info("client disconnected; canceling %s", pred.id)
-                await self.service.cancel(pred.id)
-                return
-            gone.cancel()
-        await respond_json(send, 200, pred.body())
+    async def _sync(self, req: Request, pred: Prediction, running: Awaitable[None]) -> Response | None:
+        """Wait for the prediction in this request's task; if the client goes away, cancel it."""
+        service = self.service
+
+        def on_disconnect(_: Any) -> None:
+            service.cancel_soon(pred.id)
+
+        req.disconnected.add_done_callback(on_disconnect)
+        try:
+            await running
+        finally:
+            req.disconnected.remove_done_callback(on_disconnect)
+        if req.disconnected.done():
+            return None  # nobody to answer
+        return 200, httpio.JSON_HEADERS, jsonio.dumps(pred.body())
 
     async def _stream(
-        self, receive: Any, send: Any, pred: Prediction, *, created: bool, subscription: Any = None
-    ) -> None:
+        self, req: Request, pred: Prediction, *, created: bool, subscription: Subscription | None = None
+    ) -> Response | None:
         if subscription is None:
             stream = self.service.stream_of(pred.id)
             if stream is None:  # not a streaming model, or already finished
-                return await respond_json(send, 202, pred.body())
+                return json_response(202, pred.body())
             try:
                 subscription = stream.subscribe(replay=True)
             except TooManySubscribers:
-                return await respond_json(send, 429, {"error": "Too many stream subscribers"})
-        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-        gone = asyncio.ensure_future(_wait_disconnect(receive))
+                return json_response(429, {"error": "Too many stream subscribers"})
+        req.stream_start(200, SSE_HEADERS)
+        gone = req.disconnected
         try:
             while True:
                 nxt = asyncio.ensure_future(subscription.next())
@@ -246,31 +227,21 @@ class App:
                     if created and not pred.terminal:
                         log.info("stream client disconnected; canceling %s", pred.id)
                         await self.service.cancel(pred.id)
-                    return
+                    return None
                 payload = nxt.result()
                 if payload is None:
                     break
-                await send({"type": "http.response.body", "body": payload, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+                await req.stream_write(payload)
+            req.stream_end()
         finally:
-            gone.cancel()
             subscription.close()
+        return None
 
 
-async def _wait_disconnect(receive: Any) -> None:
-    while True:
-        msg = await receive()
-        if msg["type"] == "http.disconnect":
-            return
-
-
-async def _not_allowed(send: Any, allow: bytes) -> None:
-    await respond(send, 405, b"", [(b"allow", allow)])
-
-
-def _trace_headers(scope: dict[str, Any]) -> dict[str, str]:
+def _trace_headers(req: Request) -> dict[str, str]:
     out = {}
-    for k, v in scope["headers"]:
-        if k in (b"traceparent", b"tracestate"):
-            out[k.decode()] = v.decode("latin-1")
+    for name in (b"traceparent", b"tracestate"):
+        value = req.headers.get(name)
+        if value is not None:
+            out[name.decode()] = value.decode("latin-1")
     return out

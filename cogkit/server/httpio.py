@@ -1,4 +1,4 @@
-"""Low-level ASGI helpers: reading request bodies, sending responses, coglet's error texts."""
+"""Request/response helpers: JSON bodies, content types, and coglet's error texts."""
 
 from __future__ import annotations
 
@@ -15,56 +15,12 @@ JSON_PARSE_PREFIX = "Failed to parse the request body as JSON: "
 WRONG_CONTENT_TYPE = "Expected request with `Content-Type: application/json`"
 
 
-class ClientGone(Exception):
-    """The client disconnected before its request body arrived."""
+def json_response(status: int, value: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    return status, JSON_HEADERS, jsonio.dumps(value)
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
-async def read_body(receive: Any, limit: int = MAX_BODY) -> bytes:
-    msg = await receive()
-    if msg["type"] == "http.disconnect":
-        raise ClientGone()
-    body = msg.get("body", b"")
-    if not msg.get("more_body"):
-        return body
-    chunks = [body]
-    size = len(body)
-    while True:
-        msg = await receive()
-        if msg["type"] == "http.disconnect":
-            raise ClientGone()
-        chunk = msg.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge()
-        chunks.append(chunk)
-        if not msg.get("more_body"):
-            return b"".join(chunks)
-
-
-async def respond(send: Any, status: int, body: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    h = list(headers) if headers else []
-    h.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": h})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def respond_json(send: Any, status: int, value: Any) -> None:
-    await respond(send, status, jsonio.dumps(value), JSON_HEADERS)
-
-
-async def respond_text(send: Any, status: int, text: str) -> None:
-    await respond(send, status, text.encode(), TEXT_HEADERS)
-
-
-def header(scope: dict[str, Any], name: bytes) -> str | None:
-    for k, v in scope["headers"]:
-        if k == name:
-            return v.decode("latin-1")
-    return None
+def text_response(status: int, text: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    return status, TEXT_HEADERS, text.encode()
 
 
 def is_json_content_type(value: str | None) -> bool:

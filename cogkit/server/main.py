@@ -1,7 +1,6 @@
 """Start the HTTP server: ``python -m cogkit.server`` and ``cogkit serve``.
 
-uvicorn with uvloop + httptools, no access log unless COG_LOG_LEVEL=debug. Signals
-are handled here rather than by uvicorn: SIGTERM/SIGINT start the graceful
+cogkit's own HTTP/1.1 server (http.py) on uvloop. SIGTERM/SIGINT start the graceful
 shutdown (in-flight predictions finish or are canceled, their webhooks are sent,
 the worker is stopped) unless ``--await-explicit-shutdown`` is set, in which case
 SIGTERM is ignored and only ``POST /shutdown`` stops the server.
@@ -11,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
@@ -46,47 +44,30 @@ def _configure_logging(level: str) -> None:
 
 
 async def _serve(settings: Settings) -> int:
-    import uvicorn
-
     from cogkit.server.app import App
+    from cogkit.server.http import HttpServer
+    from cogkit.server.httpio import MAX_BODY
     from cogkit.server.service import PredictionService
 
     service = PredictionService(settings)
     service.begin()  # spawn the worker first: its start-up overlaps ours
-    app = App(service)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="none",
-        http="httptools",
-        lifespan="on",
-        access_log=settings.log_level == "debug",
-        log_config=None,
-        log_level=settings.log_level,
-        server_header=False,
-        timeout_graceful_shutdown=5,
-    )
-
-    class Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self):  # type: ignore[override]
-            yield  # signals are ours (see _install_signals)
-
-    server = Server(config)
-
-    def exit_now() -> None:
-        server.should_exit = True
-
-    service.on_exit = exit_now
-    _install_signals(service, settings, server)
-    await server.serve()
-    if not service.draining:
+    stopped = asyncio.Event()
+    service.on_exit = stopped.set
+    server = HttpServer(App(service), max_body=MAX_BODY)
+    try:
+        await server.listen(settings.host, settings.port)
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc)
         await service.shutdown()
-    return 0 if service.boot_error is None or settings.await_explicit_shutdown else 1
+        return 1
+    log.info("listening on http://%s:%s", settings.host, settings.port)
+    _install_signals(service, settings, stopped)
+    await stopped.wait()
+    await server.close()
+    return 0
 
 
-def _install_signals(service, settings: Settings, server) -> None:  # type: ignore[no-untyped-def]
+def _install_signals(service, settings: Settings, stopped: asyncio.Event) -> None:  # type: ignore[no-untyped-def]
     loop = asyncio.get_running_loop()
     state = {"count": 0}
 
@@ -97,8 +78,7 @@ def _install_signals(service, settings: Settings, server) -> None:  # type: igno
         state["count"] += 1
         if state["count"] > 1:
             log.warning("second signal: exiting now")
-            server.force_exit = True
-            server.should_exit = True
+            stopped.set()
             return
         log.info("received %s: shutting down", signal.Signals(sig).name)
         service.request_shutdown()

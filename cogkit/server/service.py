@@ -16,12 +16,13 @@ import logging
 import os
 import platform
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from cogkit._version import COG_COMPAT_VERSION, __version__
+from cogkit.server.httpio import json_response
 from cogkit.server.outputs import OutputEncoder
 from cogkit.server.prediction import Prediction, echo_input, new_prediction_id, now_iso, secret_fields
 from cogkit.server.settings import Settings
@@ -49,12 +50,17 @@ WORKER_ERRORS = ("Worker crashed", "Worker restarted", "Worker was shut down")
 
 
 class Refusal(Exception):
-    """A request the service will not run: HTTP status and JSON body."""
+    """A request the service will not run; ``response`` is the HTTP answer."""
 
-    def __init__(self, status: int, body: dict[str, Any]) -> None:
-        super().__init__(body)
-        self.status = status
-        self.body = body
+    def __init__(self, status: int, body: dict[str, Any] | None = None, *, response: Any = None) -> None:
+        super().__init__(status)
+        self.response = response if response is not None else json_response(status, body)
+
+
+# Encoded once: a busy server answers these many times a second.
+_AT_CAPACITY = json_response(409, {"error": AT_CAPACITY, "status": "failed"})
+_NOT_READY = json_response(503, {"error": NOT_READY, "status": "failed"})
+_SHUTTING_DOWN = json_response(503, {"error": SHUTTING_DOWN, "status": "failed"})
 
 
 def _invalid(loc: list[str], msg: str) -> Refusal:
@@ -112,6 +118,17 @@ def parse_create(body: Any, path_id: str | None, noun: str = "prediction") -> Cr
     elif not isinstance(context, dict) or not all(isinstance(v, str) for v in context.values()):
         raise _invalid(["body", "context"], f"{json_repr(context)} is not an object of strings")
     return CreateRequest(pid, body.get("input"), webhook, events_filter, dict(context))
+
+
+@dataclass
+class _Run:
+    """What one prediction's run carries between its steps."""
+
+    pred: Prediction
+    hooks: PredictionWebhooks | None
+    stream: EventStream | None
+    handle: Any = None  # the worker's PredictionHandle once submitted
+    workdir: str | None = None
 
 
 class PredictionService:
@@ -241,6 +258,10 @@ class PredictionService:
     def ready(self) -> bool:
         return self.worker_state() == "READY" and self.validator is not None and not self.draining
 
+    @property
+    def has_user_healthcheck(self) -> bool:
+        return self.loaded is not None and bool(self.loaded.has_healthcheck)
+
     async def user_healthcheck(self) -> str | None:
         """None when healthy (or no healthcheck() is defined), else Cog's error text.
         The worker shares one run of the hook between concurrent callers."""
@@ -282,9 +303,9 @@ class PredictionService:
     def admit(self, req: CreateRequest) -> Prediction:
         """Validate and reserve a slot; the prediction is registered but not started."""
         if self.draining:
-            raise Refusal(503, {"error": SHUTTING_DOWN, "status": "failed"})
+            raise Refusal(503, response=_SHUTTING_DOWN)
         if not self.ready:
-            raise Refusal(503, {"error": NOT_READY, "status": "failed"})
+            raise Refusal(503, response=_NOT_READY)
         assert self.validator is not None
         result = self.validator.validate(req.input)
         if result.errors:
@@ -292,7 +313,7 @@ class PredictionService:
         try:
             waiter = self.slots.reserve()
         except AtCapacity:
-            raise Refusal(409, {"error": AT_CAPACITY, "status": "failed"}) from None
+            raise Refusal(409, response=_AT_CAPACITY) from None
         pid = req.id or new_prediction_id()
         pred = Prediction(
             pid,
@@ -315,48 +336,69 @@ class PredictionService:
     def stream_of(self, pid: str) -> EventStream | None:
         return self._streams.get(pid)
 
-    def launch(self, pred: Prediction, trace_headers: dict[str, str] | None = None) -> None:
-        if trace_headers:
-            pred.trace_headers = trace_headers
-        task = asyncio.get_running_loop().create_task(self._run(pred))
+    def launch(self, pred: Prediction) -> None:
+        """Run the prediction in the background (async and streaming requests)."""
+        task = asyncio.get_running_loop().create_task(self.start(pred))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, pred: Prediction) -> None:
-        hooks = self.webhooks.open(pred)
-        stream = self._streams.get(pred.id)
-        workdir: str | None = None
-        try:
-            waiter = self._waiters.get(pred.id)
-            if waiter is not None:
-                try:
-                    await waiter
-                    del self._waiters[pred.id]  # the slot is ours now
-                except asyncio.CancelledError:
-                    if not pred.cancel_requested:
-                        raise
-            if pred.cancel_requested:
-                pred.finish("canceled")
-                return
-            pred.start()
-            if hooks:
-                hooks.emit("start")
-            if stream:
-                stream.publish("start", {"id": pred.id, "status": "processing"})
-            inputs = pred.worker_inputs
-            if self.loaded is not None:
-                from cogkit.files import InputFileError, prepare_inputs
+    def cancel_soon(self, pid: str) -> None:
+        """Cancel from a callback (a sync client that went away)."""
+        pred = self.inflight.get(pid)
+        if pred is not None and not pred.terminal:
+            log.info("client disconnected; canceling %s", pid)
+            task = asyncio.get_running_loop().create_task(self.cancel(pid))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-                try:
-                    workdir = os.path.join(self._workdir, pred.id.replace("/", "_"))
-                    inputs = await prepare_inputs(inputs, self.loaded.schema, workdir, mode=self.settings.mode)
-                except InputFileError as exc:
-                    pred.finish("failed", error=f"Input validation error: {exc}")
-                    return
-            if pred.cancel_requested:
-                pred.finish("canceled")
-                return
-            await self._drive(pred, inputs, hooks, stream)
+    async def run(self, pred: Prediction) -> None:
+        """Run an admitted prediction to its terminal state (never raises for its failures)."""
+        await self.start(pred)
+
+    def start(self, pred: Prediction) -> Coroutine[Any, Any, None]:
+        """Begin running an admitted prediction; await the result to see it through.
+
+        When nothing slow comes first (no wait for a queued slot, no file to fetch), the
+        prediction is handed to the worker right here, before the caller awaits anything:
+        on a busy server every event-loop turn saved shortens the time a slot is held."""
+        run = _Run(pred, self.webhooks.open(pred), self._streams.get(pred.id))
+        if pred.id not in self._waiters and not self._needs_fetch(pred.worker_inputs):
+            self._begin(run)
+            self._submit(run, pred.worker_inputs)
+        return self._see_through(run)
+
+    def _needs_fetch(self, inputs: dict[str, Any]) -> bool:
+        return bool(self.file_fields) and any(inputs.get(name) is not None for name in self.file_fields)
+
+    def _begin(self, run: _Run) -> None:
+        run.pred.start()
+        if run.hooks:
+            run.hooks.emit("start")
+        if run.stream:
+            run.stream.publish("start", {"id": run.pred.id, "status": "processing"})
+
+    def _submit(self, run: _Run, inputs: dict[str, Any]) -> None:
+        """Hand the prediction to the worker (synchronously); failures end it."""
+        from cogkit.worker.client import WorkerBusy, WorkerNotReady
+
+        pred = run.pred
+        assert self.worker is not None
+        try:
+            run.handle = self.worker.submit(pred.id, inputs, pred.context)
+        except WorkerBusy:
+            pred.finish("failed", error="the worker had no free slot (internal error)")
+        except WorkerNotReady:
+            pred.finish("failed", error="the worker is not ready (it may be restarting after a crash)")
+        else:
+            pred.in_worker = True
+
+    async def _see_through(self, run: _Run) -> None:
+        pred = run.pred
+        try:
+            if run.handle is None and not pred.terminal:
+                await self._prepare_and_submit(run)
+            if run.handle is not None:
+                await self._follow(run)
         except asyncio.CancelledError:
             if not pred.terminal:
                 pred.finish("canceled")
@@ -369,33 +411,47 @@ class PredictionService:
             if not pred.terminal:
                 pred.finish("failed", error=f"{type(exc).__name__}: {exc}")
         finally:
-            self._settle(pred, hooks, stream)
-            if workdir is not None:
+            self._settle(pred, run.hooks, run.stream)
+            if run.workdir is not None:
                 from cogkit.files import remove_workdir
 
-                asyncio.get_running_loop().run_in_executor(None, remove_workdir, workdir)
+                remove_workdir(run.workdir)  # inline: a worker thread here would contend for the GIL
 
-    async def _drive(
-        self,
-        pred: Prediction,
-        inputs: dict[str, Any],
-        hooks: PredictionWebhooks | None,
-        stream: EventStream | None,
-    ) -> None:
-        """Hand the prediction to the worker and follow its events to the terminal one."""
-        from cogkit.worker.client import WorkerBusy, WorkerNotReady
+    async def _prepare_and_submit(self, run: _Run) -> None:
+        """The slow start: wait for a queued slot, fetch file inputs, then submit."""
+        pred = run.pred
+        waiter = self._waiters.get(pred.id)
+        if waiter is not None:
+            try:
+                await waiter
+                del self._waiters[pred.id]  # the slot is ours now
+            except asyncio.CancelledError:
+                if not pred.cancel_requested:
+                    raise
+        if pred.cancel_requested:
+            pred.finish("canceled")
+            return
+        self._begin(run)
+        inputs = pred.worker_inputs
+        if self.loaded is not None and self._needs_fetch(inputs):
+            from cogkit.files import InputFileError, prepare_inputs
 
+            run.workdir = tempfile.mkdtemp(prefix="in-", dir=self._workdir)  # never named after the client's id
+            try:
+                inputs = await prepare_inputs(inputs, self.loaded.schema, run.workdir, mode=self.settings.mode)
+            except InputFileError as exc:
+                pred.finish("failed", error=f"Input validation error: {exc}")
+                return
+        if pred.cancel_requested:
+            pred.finish("canceled")
+            return
+        self._submit(run, inputs)
+
+    async def _follow(self, run: _Run) -> None:
+        """Follow the worker's events for this prediction to the terminal one."""
+        pred, hooks, stream, handle = run.pred, run.hooks, run.stream, run.handle
         worker = self.worker
-        assert worker is not None
-        try:
-            handle = await worker.predict(pred.id, inputs, pred.context)
-        except WorkerBusy:
-            pred.finish("failed", error="the worker had no free slot (internal error)")
-            return
-        except WorkerNotReady:
-            pred.finish("failed", error="the worker is not ready (it may be restarting after a crash)")
-            return
-        pred.in_worker = True
+        assert worker is not None and handle is not None
         if pred.cancel_requested:
             await worker.cancel(pred.id)
         encode = self.outputs.encode

@@ -315,6 +315,19 @@ class Worker:
         self, id: str, inputs: Mapping[str, Any], context: Mapping[str, str] | None = None  # noqa: A002
     ) -> PredictionHandle:
         """Start a prediction; iterate the returned handle for its events."""
+        handle = self.submit(id, inputs, context)
+        writer = handle._child.writer
+        if writer.transport.get_write_buffer_size() > (1 << 20):
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+        return handle
+
+    def submit(
+        self, id: str, inputs: Mapping[str, Any], context: Mapping[str, str] | None = None  # noqa: A002
+    ) -> PredictionHandle:
+        """``predict`` without awaiting: the request is queued on the socket at once (no wait
+        for a large input to be flushed). The HTTP server uses it to hand a prediction over
+        in the same event-loop turn that admitted it."""
         child = self._child
         if self.state != READY or self._stopping or child is None:
             raise WorkerNotReady(f"the worker is not ready (state {self.state})")
@@ -326,9 +339,6 @@ class Worker:
         self._inflight[id] = handle
         self._idle.clear()
         child.send(Predict(id, dict(inputs), dict(context or {})))
-        if child.writer.transport.get_write_buffer_size() > (1 << 20):
-            with contextlib.suppress(ConnectionError):
-                await child.writer.drain()
         return handle
 
     async def cancel(self, id: str) -> bool:  # noqa: A002
