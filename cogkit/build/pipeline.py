@@ -108,6 +108,11 @@ def prepare_context(
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
 
+    if b.sdk_version:
+        log(f"note: build.sdk_version ({b.sdk_version}) pins Cog's SDK; the image gets this cogkit ({__version__}) instead")
+    if config.weights:
+        log("warning: cog.yaml weights: (managed weights) are not fetched into the image by cogkit build; "
+            "keep weight files in the project (see --separate-weights) or download them in setup()")
     reqs = gather(project, b.python_requirements, b.python_packages)
     for spec in reqs.dropped:
         log(f"dropping {spec!r} from the Python requirements: the image gets this cogkit, which provides `cog`")
