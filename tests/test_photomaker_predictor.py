@@ -228,6 +228,9 @@ def test_without_merge_it_is_sdxl_on_the_text_only_prompt(predictor, faces):
 @pytest.mark.parametrize("kw, message", [
     (dict(prompt="a photo of a man"), "prompt: must contain the trigger word `img` right after a class word"),
     (dict(prompt="img, a photo of a man"), "prompt: the trigger word `img` must follow a class word"),
+    # checked on the user's prompt: the style's own words ("cinematic photo ...") are no class word
+    (dict(prompt="img a photo of a man", style_name="Photographic (Default)"),
+     "prompt: the trigger word `img` must follow a class word"),
     (dict(prompt="a man img and a woman img"), "prompt: the trigger word `img` may appear only once"),
     (dict(negative_prompt="ugly img"), "negative_prompt: must not contain the trigger word `img`"),
     (dict(prompt="a " * 80 + "man img"), "prompt: the trigger word `img` comes too late"),

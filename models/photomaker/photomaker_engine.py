@@ -204,13 +204,14 @@ class PhotoMakerEngine:
 
     def prepare_text(self, req: Request, num_images: int) -> Prepared:
         """The styled prompts as token ids for ``num_images`` ID images (images left empty)."""
+        tok1, tok2 = self.pipe.tokenizer, self.pipe.tokenizer_2
+        for tok, trigger in zip((tok1, tok2), self.trigger_ids):
+            prompts.check_trigger(tok, trigger, req.prompt)
+            prompts.check_no_trigger(tok, trigger, req.negative_prompt)
         try:
             styled, styled_negative = apply_style(req.style_name, req.prompt, req.negative_prompt)
         except ValueError as exc:
             raise InputError(str(exc)) from None
-        tok1, tok2 = self.pipe.tokenizer, self.pipe.tokenizer_2
-        for tok, trigger in zip((tok1, tok2), self.trigger_ids):
-            prompts.check_no_trigger(tok, trigger, req.negative_prompt)
         id1 = prompts.id_prompt(tok1, self.trigger_ids[0], styled, num_images)
         id2 = prompts.id_prompt(tok2, self.trigger_ids[1], styled, num_images)
         if id1.class_positions != id2.class_positions:  # SDXL's two tokenizers share one vocabulary

@@ -85,10 +85,7 @@ def check_no_trigger(tokenizer: Any, trigger_id: int, text: str, field: str = "n
                           "(it marks where the ID images go, so only the prompt may have it)")
 
 
-def id_prompt(tokenizer: Any, trigger_id: int, prompt: str, num_images: int) -> IdPrompt:
-    """Apply the trigger-word rules to ``prompt`` (the styled prompt) for ``num_images``
-    ID images; raises PromptError naming the rule that is broken."""
-    content = _content_ids(tokenizer, prompt)
+def _find_trigger(tokenizer: Any, trigger_id: int, prompt: str, content: list[int]) -> int:
     at = [i for i, t in enumerate(content) if t == trigger_id]
     if not at:
         raise PromptError(_no_trigger_message(prompt))
@@ -99,11 +96,26 @@ def id_prompt(tokenizer: Any, trigger_id: int, prompt: str, num_images: int) -> 
     if pos == 0:
         raise PromptError(f"prompt: the trigger word `{TRIGGER}` must follow a class word such as man, woman "
                           f"or person, e.g. {EXAMPLE}; here nothing comes before it")
-    class_id = content[pos - 1]
-    class_token = _token_text(tokenizer, class_id)
+    class_token = _token_text(tokenizer, content[pos - 1])
     if not any(ch.isalpha() for ch in class_token):
         raise PromptError(f"prompt: the trigger word `{TRIGGER}` must directly follow a class word such as man, "
                           f"woman or person, e.g. {EXAMPLE}; here it follows {class_token!r}")
+    return pos
+
+
+def check_trigger(tokenizer: Any, trigger_id: int, prompt: str) -> None:
+    """The trigger-word rules on the user's own prompt (before a style template adds
+    words that could pass for a class word)."""
+    _find_trigger(tokenizer, trigger_id, prompt, _content_ids(tokenizer, prompt))
+
+
+def id_prompt(tokenizer: Any, trigger_id: int, prompt: str, num_images: int) -> IdPrompt:
+    """Apply the trigger-word rules to ``prompt`` (the styled prompt) for ``num_images``
+    ID images; raises PromptError naming the rule that is broken."""
+    content = _content_ids(tokenizer, prompt)
+    pos = _find_trigger(tokenizer, trigger_id, prompt, content)
+    class_id = content[pos - 1]
+    class_token = _token_text(tokenizer, class_id)
     clean = content[:pos] + content[pos + 1:]
     start = pos - 1  # the class token's index in the cleaned content
     expanded = clean[:start] + [class_id] * num_images + clean[start + 1:]
