@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import os
 import pathlib
 import time
@@ -412,12 +411,3 @@ class FluxEngine:
         t2 = time.perf_counter()
         log(f"[flux] generated in {t1 - t0:.2f}s, checked and encoded {req.output_format} in {t2 - t1:.2f}s")
         return paths
-
-    def describe(self) -> dict[str, Any]:
-        return {"variant": self.variant.name, "device": self.plan.device, "dtype": str(self.plan.dtype),
-                "go_fast": self.fast_report, "compiled": self.compiled,
-                "prompt_cache": {"hits": self.prompts.hits, "misses": self.prompts.misses}}
-
-
-def request_from_json(text: str) -> Request:
-    return Request(**json.loads(text))

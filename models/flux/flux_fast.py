@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import os
 import pathlib
 import time
@@ -195,6 +194,4 @@ def describe_checkpoint(path: pathlib.Path) -> dict[str, Any]:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
-        meta = dict(f.metadata() or {})
-        meta["tensors"] = len(list(f.keys()))
-    return json.loads(json.dumps(meta))
+        return {**(f.metadata() or {}), "tensors": len(list(f.keys()))}
