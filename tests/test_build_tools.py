@@ -86,7 +86,7 @@ def test_build_commands_per_builder(tmp_path: Path) -> None:
 
 def test_missing_tools_give_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no tool at all
-    with pytest.raises(EngineError, match=r"no container tool to builder with \(docker: not installed; "
+    with pytest.raises(EngineError, match=r"no container tool to build with \(docker: not installed; "
                                           r"podman: not installed; buildah: not installed\)\. Install podman"):
         detect_builder()
     with pytest.raises(EngineError, match="podman: not installed"):
@@ -94,7 +94,7 @@ def test_missing_tools_give_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_p
     with pytest.raises(PushError, match=r"cannot push r\.io/m: no tool has it locally"):
         find_pusher("r.io/m")
     with pytest.raises(EngineError, match="must be one of docker, podman"):
-        find_engine("runner", ("docker", "podman"), "kubectl")
+        find_engine("run images", ("docker", "podman"), "kubectl", "engine")
 
 
 @pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v podman"], capture_output=True).returncode != 0,
@@ -142,8 +142,9 @@ def test_run_args() -> None:
     podman = run_args("podman", "podman", "img", 8123, {"A": "1"}, gpus=True, name="c1")
     assert podman == ["podman", "run", "-d", "--name", "c1", "--network", "host", "-e", "PORT=8123", "-e", "A=1",
                       "--device", "nvidia.com/gpu=all", "img"]
-    docker = run_args("docker", "docker", "img", 9000, gpus=True, detach=False)
-    assert docker == ["docker", "run", "--rm", "--network", "host", "-e", "PORT=9000", "--gpus", "all", "img"]
+    docker = run_args("docker", "docker", "img", 9000, gpus=True, command=["python", "-m", "cogkit.server", "--x-mode", "train"])
+    assert docker == ["docker", "run", "-d", "--network", "host", "-e", "PORT=9000", "--gpus", "all", "img",
+                      "python", "-m", "cogkit.server", "--x-mode", "train"]
 
 
 # --- CLI ------------------------------------------------------------------------------------

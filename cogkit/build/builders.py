@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -32,7 +33,7 @@ class Builder:
 
 def detect_builder(preferred: str | None = None) -> Builder:
     """The builder to use: ``preferred``, else docker (daemon reachable), podman, buildah."""
-    name, exe = find_engine("builder", BUILDERS, preferred)
+    name, exe = find_engine("build", BUILDERS, preferred, "--builder")
     if name != "docker":
         return Builder(name, exe)
     buildkit = docker_has_buildx(exe)
@@ -46,7 +47,7 @@ def build_command(
     builder: Builder,
     context_dir: Path,
     tag: str,
-    secrets: list[str] = (),  # type: ignore[assignment]
+    secrets: Sequence[str] = (),
     no_cache: bool = False,
 ) -> list[str]:
     dockerfile = str(context_dir / "Dockerfile")

@@ -62,12 +62,13 @@ def which(name: str) -> str | None:
     return shutil.which(name)
 
 
-def find_engine(kind: str, order: tuple[str, ...], preferred: str | None = None) -> tuple[str, str]:
-    """(name, executable) of the first usable tool in ``order``, or ``preferred`` if given.
+def find_engine(purpose: str, order: tuple[str, ...], preferred: str | None = None, flag: str = "--builder") -> tuple[str, str]:
+    """(name, executable) of the first usable tool in ``order``, or of ``preferred``.
 
-    docker counts only when its daemon answers; ``kind`` names the job in errors."""
+    docker counts only when its daemon answers. ``purpose`` completes "no container tool
+    to ... with"; ``flag`` is the option that names a tool, for errors."""
     if preferred and preferred not in order:
-        raise EngineError(f"--{kind} must be one of {', '.join(order)}, got {preferred!r}")
+        raise EngineError(f"{flag} must be one of {', '.join(order)}, got {preferred!r}")
     tried = []
     for name in [preferred] if preferred else order:
         exe = which(name)
@@ -81,6 +82,6 @@ def find_engine(kind: str, order: tuple[str, ...], preferred: str | None = None)
                 continue
         return name, exe
     raise EngineError(
-        f"no container tool to {kind} with ({'; '.join(tried)}). Install podman "
+        f"no container tool to {purpose} with ({'; '.join(tried)}). Install podman "
         "(no daemon needed; e.g. `apt-get install podman buildah skopeo`) or start Docker."
     )

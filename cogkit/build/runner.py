@@ -48,12 +48,10 @@ def run_args(
     env: dict[str, str] | None = None,
     gpus: bool = False,
     name: str | None = None,
-    detach: bool = True,
-    extra_args: list[str] | None = None,
     command: list[str] | None = None,
 ) -> list[str]:
-    cmd = [exe, "run"]
-    cmd += ["-d"] if detach else ["--rm"]
+    """The ``run`` command line: detached, host network, PORT set; ``command`` replaces CMD."""
+    cmd = [exe, "run", "-d"]
     if name:
         cmd += ["--name", name]
     # Host networking: the server listens on PORT directly on the host (no port
@@ -63,7 +61,6 @@ def run_args(
         cmd += ["-e", f"{key}={value}"]
     if gpus:
         cmd += ["--gpus", "all"] if engine == "docker" else ["--device", "nvidia.com/gpu=all"]
-    cmd += list(extra_args or [])
     cmd.append(image)
     cmd += list(command or [])
     return cmd
@@ -201,7 +198,7 @@ def run_image(
     support). Raises :class:`ImageRunError` if the container exits, setup fails or the
     model is not ready within ``setup_timeout`` seconds (the error carries the logs).
     ``log_stream`` receives the container's output while it runs."""
-    engine_name, exe = find_engine("run images", RUNNERS, engine)
+    engine_name, exe = find_engine("run images", RUNNERS, engine, "engine")
     port = port or free_port()
     container = CONTAINER_PREFIX + uuid.uuid4().hex[:12]
     _start(engine_name, exe, image, port, env, gpus, container, None)
@@ -225,7 +222,7 @@ def serve_image(
 ) -> int:
     """Run the image's server in the foreground on ``port`` (host network) until it exits
     or Ctrl-C; ``server_args`` are extra flags for ``python -m cogkit.server``."""
-    engine_name, exe = find_engine("run images", RUNNERS, engine)
+    engine_name, exe = find_engine("run images", RUNNERS, engine, "engine")
     container = CONTAINER_PREFIX + uuid.uuid4().hex[:12]
     command = ["python", "-m", "cogkit.server", *server_args] if server_args else None
     _start(engine_name, exe, image, port, env, gpus, container, command)
