@@ -39,30 +39,12 @@ sys.path.insert(0, os.path.join(REPO, "models", "photomaker"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-# PhotoMaker v1's ID encoder tower (CLIP ViT-L/14) and, for --tiny, the test checkpoint's
+# PhotoMaker v1's ID encoder tower (CLIP ViT-L/14); --tiny uses the test checkpoint's (tests/tiny_photomaker.py)
 VISION_FULL = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
                    patch_size=14, image_size=224, projection_dim=768)
-VISION_TINY = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=1,
-                   patch_size=8, image_size=32, projection_dim=32)
 LORA_RANK_FULL, LORA_RANK_TINY = 64, 4
 STEPS, GUIDANCE = 30, 5.0
 GOAL_MS = 1600
-
-
-def random_lora(unet, rank: int, device: str) -> dict:
-    """A random LoRA on every attention projection, named as the published checkpoint's."""
-    import torch
-
-    gen = torch.Generator(device).manual_seed(0)
-    state = {}
-    for name, module in unet.named_modules():
-        if name.endswith((".attn1", ".attn2")):
-            for proj, layer in (("to_q", module.to_q), ("to_k", module.to_k), ("to_v", module.to_v),
-                                ("to_out", module.to_out[0])):
-                prefix = f"unet.{name}.processor.{proj}_lora"
-                state[f"{prefix}.down.weight"] = torch.randn(rank, layer.in_features, generator=gen, device=device) * 0.01
-                state[f"{prefix}.up.weight"] = torch.randn(layer.out_features, rank, generator=gen, device=device) * 0.01
-    return state
 
 
 def build_engine(tiny: bool, plan, log):
@@ -72,21 +54,26 @@ def build_engine(tiny: bool, plan, log):
     from cogkit.ml.device import apply_speedups
     from gpu_sdxl import build_pipeline
     from photomaker_engine import PhotoMakerEngine
-    from photomaker_id_encoder import IDEncoder
+    from photomaker_id_encoder import IDEncoder, load_id_encoder
     from photomaker_weights import fuse_lora
+    from tests.tiny_photomaker import id_encoder_state, lora_state
 
     pipe = build_pipeline(tiny, plan, log)
     if tiny:
         pipe.default_sample_size = 16  # 128^2 on the CPU, like gpu_sdxl --tiny
+    gen = torch.Generator(plan.device).manual_seed(0)
+    lora = lora_state(pipe.unet, gen, rank=LORA_RANK_TINY if tiny else LORA_RANK_FULL, scale=0.01)
     t0 = time.perf_counter()
-    layers = fuse_lora(pipe, random_lora(pipe.unet, LORA_RANK_TINY if tiny else LORA_RANK_FULL, plan.device))
+    layers = fuse_lora(pipe, lora)
     fuse_s = time.perf_counter() - t0
     log(f"PhotoMaker LoRA fused into {layers} UNet layers in {fuse_s:.2f}s")
     apply_speedups(pipe, plan)
-    torch.manual_seed(1)
-    with torch.device(plan.device):
-        encoder = IDEncoder(CLIPVisionConfig(**(VISION_TINY if tiny else VISION_FULL)),
-                            pipe.text_encoder_2.config.hidden_size)
+    if tiny:
+        encoder = load_id_encoder(id_encoder_state(torch.Generator().manual_seed(1)))
+    else:
+        torch.manual_seed(1)
+        with torch.device(plan.device):
+            encoder = IDEncoder(CLIPVisionConfig(**VISION_FULL), pipe.text_encoder_2.config.hidden_size)
     encoder = encoder.to(plan.device, plan.dtype).eval()
     log(f"ID encoder: {sum(p.numel() for p in encoder.parameters()) / 1e6:.1f} M params")
     return PhotoMakerEngine(pipe, encoder, plan), fuse_s

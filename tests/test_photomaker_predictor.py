@@ -267,6 +267,9 @@ def test_clip_preprocessing_matches_transformers(predictor, faces):
         imgs, return_tensors="np").pixel_values
     assert ours.shape == ref.shape == (4, 3, s, s)
     assert np.abs(ours - ref).max() < 1e-5
+    # a 3 x 20000 strip is trimmed to 3 x 12 before the resize (no gigabyte intermediate)
+    strip = Image.fromarray((np.random.RandomState(5).rand(20000, 3, 3) * 255).astype(np.uint8))
+    assert enc.preprocess([strip]).shape == (1, 3, s, s)
 
 
 def test_safetensors_checkpoint_gives_the_same_images(predictor, faces, tiny_photomaker_weights, tmp_path):
@@ -345,3 +348,19 @@ def test_weights_errors(predictor, tiny_photomaker_weights, tmp_path, monkeypatc
     lora = {k.replace("down_blocks.1", "down_blocks.7"): v for k, v in state["lora_weights"].items()}
     torch.save({"id_encoder": state["id_encoder"], "lora_weights": lora}, base / "photomaker-v1.bin")
     assert "lora_weights" in _setup_error(base)
+
+
+def test_compiled_engine_warms_up_and_gives_the_same_images(predictor, faces, tiny_photomaker_weights, monkeypatch,
+                                                            capsys):
+    """COGKIT_COMPILE=1 (the CUDA default) on the CPU with the eager backend: the
+    compile + warm-up path of setup runs, and outputs equal the uncompiled engine's."""
+    from photomaker_engine import PhotoMakerEngine
+
+    monkeypatch.setenv("COGKIT_COMPILE", "1")
+    monkeypatch.setenv("COGKIT_COMPILE_BACKEND", "eager")
+    compiled = PhotoMakerEngine.from_weights(tiny_photomaker_weights)
+    err = capsys.readouterr().err
+    assert "regional compile" in err and "[ml] compile warm-up: run 1" in err
+    req = engine_request(predictor, faces[:2], num_steps=3)
+    a, b = compiled.run(req)[0], predictor.engine.run(req)[0]
+    assert int(np.abs(px(a) - px(b)).max()) <= 1

@@ -1,5 +1,6 @@
 """Tiny random-weight PhotoMaker weights, built at test time in the published layout.
 
+* ``id_encoder_state(gen)`` / ``lora_state(unet, gen)``: the two state dicts.
 * ``build_photomaker_checkpoint(sdxl_dir, path)``: a checkpoint in TencentARC's
   ``photomaker-v1`` layout: ``id_encoder`` (a tiny CLIP vision tower with
   ``visual_projection``, ``visual_projection_2`` and ``fuse_module.*``) and
@@ -33,7 +34,8 @@ TEXT_WIDTH_2 = 32
 NATIVE_SIZE = 64
 
 
-def _id_encoder_state(gen) -> dict:
+def id_encoder_state(gen) -> dict:
+    """A tiny ``id_encoder`` state dict in the published key layout (random weights)."""
     import torch
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
@@ -60,11 +62,11 @@ def _id_encoder_state(gen) -> dict:
     return state
 
 
-def _lora_state(sdxl_dir, gen, rank: int = 4) -> dict:
+def lora_state(unet, gen, *, rank: int = 4, scale: float = 0.3) -> dict:
+    """A random LoRA on every attention projection of ``unet``, named as the published
+    checkpoint's ``lora_weights`` (on the generator's device)."""
     import torch
-    from diffusers import UNet2DConditionModel
 
-    unet = UNet2DConditionModel.from_pretrained(sdxl_dir, subfolder="unet")
     state = {}
     for name, module in unet.named_modules():
         if not name.endswith((".attn1", ".attn2")):
@@ -72,8 +74,8 @@ def _lora_state(sdxl_dir, gen, rank: int = 4) -> dict:
         for proj, layer in (("to_q", module.to_q), ("to_k", module.to_k), ("to_v", module.to_v),
                             ("to_out", module.to_out[0])):
             prefix = f"unet.{name}.processor.{proj}_lora"
-            state[f"{prefix}.down.weight"] = torch.randn(rank, layer.in_features, generator=gen) * 0.3
-            state[f"{prefix}.up.weight"] = torch.randn(layer.out_features, rank, generator=gen) * 0.3
+            state[f"{prefix}.down.weight"] = torch.randn(rank, layer.in_features, generator=gen, device=gen.device) * scale
+            state[f"{prefix}.up.weight"] = torch.randn(layer.out_features, rank, generator=gen, device=gen.device) * scale
     return state
 
 
@@ -84,7 +86,10 @@ def build_photomaker_checkpoint(sdxl_dir: str | os.PathLike[str], path: str | os
     path = pathlib.Path(path)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    id_encoder, lora = _id_encoder_state(gen), _lora_state(sdxl_dir, gen)
+    from diffusers import UNet2DConditionModel
+
+    id_encoder = id_encoder_state(gen)
+    lora = lora_state(UNet2DConditionModel.from_pretrained(sdxl_dir, subfolder="unet"), gen)
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
 

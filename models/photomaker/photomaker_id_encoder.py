@@ -106,6 +106,7 @@ class IDEncoder(nn.Module):
         s = self.image_size
         arrays = []
         for img in images:
+            img = _trim_extreme_aspect(img)
             w, h = img.size
             short, long = (w, h) if w <= h else (h, w)
             new_long = int(s * long / short)
@@ -116,6 +117,20 @@ class IDEncoder(nn.Module):
             arr = np.asarray(img, dtype=np.float32) / 255.0
             arrays.append((arr - np.array(CLIP_MEAN, np.float32)) / np.array(CLIP_STD, np.float32))
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def _trim_extreme_aspect(img: Image.Image, max_aspect: int = 4) -> Image.Image:
+    """Centre-crop the long side to ``max_aspect`` x the short one. Only the central
+    square survives CLIP's crop anyway, and resizing a 2x50000 strip's long side to
+    scale would need gigabytes; ordinary photos pass unchanged."""
+    w, h = img.size
+    if max(w, h) <= max_aspect * min(w, h):
+        return img
+    if w > h:
+        left = (w - max_aspect * h) // 2
+        return img.crop((left, 0, left + max_aspect * h, h))
+    top = (h - max_aspect * w) // 2
+    return img.crop((0, top, w, top + max_aspect * w))
 
 
 def vision_config_from(state_dict: dict[str, torch.Tensor]) -> tuple[Any, int]:
