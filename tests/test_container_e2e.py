@@ -423,3 +423,42 @@ def test_build_failure_names_the_failing_step(containers: Containers, tmp_path: 
     message = proc.stderr
     assert re.search(r"build failed at step \d+/\d+: RUN sh -c 'echo about to fail; exit 3'", message), message
     assert "about to fail" in message
+
+
+def test_push_without_login_is_explained(containers: Containers, tmp_path: Path) -> None:
+    """A registry that wants a login (htpasswd auth): the push fails with what to do."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            import crypt
+        except ImportError:  # Python >= 3.13
+            pytest.skip("no crypt module to make a bcrypt htpasswd entry")
+    (tmp_path / "htpasswd").write_text(f"ci:{crypt.crypt('pw', crypt.mksalt(crypt.METHOD_BLOWFISH))}\n")
+    registry = f"127.0.0.1:{_free_port()}"
+    (tmp_path / "auth.yml").write_text(
+        "version: 0.1\nlog: {level: warn}\n"
+        f"storage: {{filesystem: {{rootdirectory: {tmp_path}/data}}}}\n"
+        f"http: {{addr: {registry}}}\n"
+        f"auth: {{htpasswd: {{realm: ci, path: {tmp_path}/htpasswd}}}}\n"
+    )
+    reg = subprocess.Popen(["docker-registry", "serve", str(tmp_path / "auth.yml")], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"http://{registry}/v2/", timeout=1).status_code == 401:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        image = f"{registry}/locked:ci"
+        containers.run("podman", "tag", BASE_TAG, image)
+        proc = containers.cogkit("push", image, "--no-build", "--insecure", cwd=tmp_path, timeout=120)
+        assert proc.returncode == 1
+        assert f"push of {image} refused by {registry}: authentication required" in proc.stderr, proc.stderr
+        assert f"podman login {registry}" in proc.stderr
+    finally:
+        containers.run("podman", "rmi", f"{registry}/locked:ci", check=False)
+        reg.terminate()
+        reg.wait(timeout=10)

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cogkit.build.pipeline import build_image, image_name
+    from cogkit.build.pipeline import build_image
     from cogkit.build.push import push_image
     from cogkit.cli.build import build_options
     from cogkit.config import load_config
@@ -35,15 +35,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.image and args.tag and args.image != args.tag:
         raise CogkitError(f"two image names given ({args.image} and -t {args.tag}); give one")
-    config = load_config(args.file)
-    name = args.image or args.tag or config.image
+    name = args.image or args.tag
+    # An already-built image can be pushed from anywhere; building needs the project.
+    config = load_config(args.file) if not (name and args.no_build) else None
+    name = name or (config.image if config else None)
     if not name:
         raise CogkitError(
             "no image name to push to: give one (cogkit push registry.example.com/me/model) "
             "or set image: in cog.yaml"
         )
-    name = image_name(config, name)
-    if not args.no_build:
+    if config is not None and not args.no_build:
         for warning in config.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         build_image(config, build_options(args, name))
