@@ -120,7 +120,7 @@ def _env_flag(name: str) -> bool | None:
     raise ValueError(f"{name}: expected 0 or 1, got {value!r}")
 
 
-def detect_variant(root: pathlib.Path | None, transformer_config: dict[str, Any]) -> str:
+def detect_variant(transformer_config: dict[str, Any]) -> str:
     """schnell or dev: COGKIT_FLUX_VARIANT if set, else the transformer's guidance
     embedding (only dev has one)."""
     forced = os.environ.get("COGKIT_FLUX_VARIANT", "").strip().lower()
@@ -199,7 +199,7 @@ class FluxEngine:
             pipe = load_pipeline(self.root, self.plan)
             log(f"[flux] pipeline loaded from {self.root} in {time.perf_counter() - t0:.2f}s")
         self.pipe = quiet_pipeline(pipe)
-        self.variant = VARIANTS[detect_variant(self.root, dict(self.pipe.transformer.config))]
+        self.variant = VARIANTS[detect_variant(dict(self.pipe.transformer.config))]
         log(f"[flux] variant: {self.variant.title} (default {self.variant.default_steps} steps"
             + (f", guidance {self.variant.default_guidance:g})" if self.variant.default_guidance is not None
                else ", no guidance)"))
@@ -338,6 +338,8 @@ class FluxEngine:
         try:
             if req.image:
                 img = mlimages.open_image(req.image, field="image")
+                if req.aspect_ratio != "1:1":
+                    log(f"[flux] aspect_ratio={req.aspect_ratio} is ignored: the input image sets the aspect ratio")
                 size = sizes.output_size(req.aspect_ratio, req.megapixels, req.width, req.height, image_wh=img.size)
                 args["image"] = mlimages.resize_image(img, size)
                 kind = "img2img"
