@@ -82,7 +82,7 @@ class MergeCallback:
         self.parts = (embeds, pooled, negative, negative_pooled)
         self.num_outputs = num_outputs
         self.progress = DenoiseProgress()
-        self.merged_at: int | None = None
+        self.merged_at: int | None = None  # index of the first step on the ID-fused prompt
 
     def __call__(self, pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
         self.progress(pipe, step, timestep, callback_kwargs)
