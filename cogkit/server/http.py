@@ -255,9 +255,13 @@ class Connection(asyncio.Protocol):
         keep = request.keep_alive and not self.server.closing
         extra = b"content-length: %d\r\n%b\r\n" % (len(body), b"" if keep else b"connection: close\r\n")
         parts = _head(status, headers, extra)
-        if request.method != "HEAD":
+        if request.method == "HEAD" or not body:
+            self.write_raw(b"".join(parts))
+        elif len(body) < 65536:
             parts.append(body)
-        self.write_raw(b"".join(parts))
+            self.write_raw(b"".join(parts))
+        elif self.transport is not None and not self.transport.is_closing():
+            self.transport.writelines((b"".join(parts), body))  # one writev, no copy of a big body
         if not keep:
             self.close()
 

@@ -77,8 +77,14 @@ def json_error_text(raw: bytes, exc: Exception) -> str:
 def parse_json(raw: bytes) -> Any:
     """Decode a request body; raises ValueError with coglet's 400 text."""
     try:
-        return json.loads(raw)
+        return jsonio.loads(raw)
+    except ValueError:
+        pass
+    # Invalid: re-parse with the standard library only to locate the error for the message.
+    try:
+        json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(json_error_text(raw, exc)) from exc
-    except RecursionError as exc:
-        raise ValueError(JSON_PARSE_PREFIX + "recursion limit exceeded") from exc
+        raise ValueError(json_error_text(raw, exc)) from None
+    except (RecursionError, ValueError):
+        pass
+    raise ValueError(JSON_PARSE_PREFIX + "invalid JSON (nesting too deep, NaN/Infinity, or not UTF-8)")

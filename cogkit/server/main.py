@@ -44,13 +44,16 @@ def _configure_logging(level: str) -> None:
 
 
 async def _serve(settings: Settings) -> int:
-    from cogkit.server.app import App
-    from cogkit.server.http import HttpServer
-    from cogkit.server.httpio import MAX_BODY
     from cogkit.server.service import PredictionService
 
     service = PredictionService(settings)
-    service.begin()  # spawn the worker first: its start-up overlaps ours
+    service.begin()
+    await asyncio.sleep(0)  # let the worker's child process spawn now: its start-up overlaps ours
+
+    from cogkit.server.app import App
+    from cogkit.server.http import HttpServer
+    from cogkit.server.httpio import MAX_BODY
+
     stopped = asyncio.Event()
     service.on_exit = stopped.set
     server = HttpServer(App(service), max_body=MAX_BODY)

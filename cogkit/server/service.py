@@ -136,7 +136,7 @@ class PredictionService:
         self.settings = settings
         self.worker: Worker | None = None
         self.loaded: P.Loaded | None = None
-        self.schema: dict[str, Any] | None = None  # served once setup succeeded
+        self._setup_succeeded = False
         self.validator: InputValidator | None = None
         self.secrets: frozenset[str] = frozenset()
         self.file_fields: frozenset[str] = frozenset()
@@ -167,6 +167,7 @@ class PredictionService:
         self.on_exit: Callable[[], None] | None = None
         self._health_task: asyncio.Task[Any] | None = None
         self._start_task: asyncio.Task[None] | None = None
+        self._preload: asyncio.Future[None] | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
         self._workdir = tempfile.mkdtemp(prefix="cogkit-server-")
         self._created_at = now_iso()
@@ -176,7 +177,10 @@ class PredictionService:
     def begin(self) -> None:
         """Spawn the worker (call on the running loop; returns at once)."""
         if self._start_task is None:
-            self._start_task = asyncio.get_running_loop().create_task(self._start())
+            loop = asyncio.get_running_loop()
+            self._start_task = loop.create_task(self._start())
+            # Import the validator's machinery (pydantic) while the child boots, not after.
+            self._preload = loop.run_in_executor(None, _preload)
 
     async def _start(self) -> None:
         from cogkit.worker.client import Worker
@@ -205,6 +209,7 @@ class PredictionService:
         self.output_iterator = bool(loaded.output_iterator)
         self.slots.resize(max(1, int(loaded.max_concurrency or 1)))
         # Build the validator while setup() runs in the child.
+        await self._preload
         from cogkit.validation import InputValidator
 
         input_name = "TrainingInput" if s.mode == "train" else "Input"
@@ -218,7 +223,6 @@ class PredictionService:
         except Exception:
             pass
         if self.worker.state == "READY":
-            self.schema = loaded.schema
             log.info("ready: %s", s.predictor_ref)
         self._warm_http()
 
@@ -238,6 +242,15 @@ class PredictionService:
 
     # ------------------------------------------------------------------ status
 
+    @property
+    def schema(self) -> dict[str, Any] | None:
+        """The OpenAPI document, served (like coglet) only once setup has succeeded."""
+        if not self._setup_succeeded:
+            if self.validator is None or self.worker is None or self.worker.setup.status != "succeeded":
+                return None
+            self._setup_succeeded = True
+        return self.loaded.schema if self.loaded is not None else None
+
     def worker_state(self) -> str:
         if self.boot_error is not None:
             return "SETUP_FAILED"
@@ -249,6 +262,8 @@ class PredictionService:
         """Health status without the user healthcheck."""
         st = self.worker_state()
         if st == "READY":
+            if self.validator is None:
+                return "STARTING"  # the child is ready, the server not quite yet
             return "BUSY" if self.slots.full else "READY"
         if st in ("STARTING", "SETUP_FAILED", "DEFUNCT"):
             return st
@@ -581,6 +596,11 @@ class PredictionService:
             remove_workdir(self._workdir)
             if self.on_exit is not None:
                 self.on_exit()
+
+
+def _preload() -> None:
+    import cogkit.files  # noqa: F401
+    import cogkit.validation  # noqa: F401
 
 
 def _iso(value: Any) -> str | None:

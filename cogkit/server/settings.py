@@ -111,7 +111,11 @@ def _env_float(env: Mapping[str, str], name: str, default: float | None) -> floa
 def _cog_yaml_concurrency(project_dir: str) -> int | None:
     """``concurrency.max`` from cog.yaml, when there is one (``cog build`` bakes it into
     the image as COG_MAX_CONCURRENCY, which wins)."""
-    if not (Path(project_dir) / "cog.yaml").is_file():
+    path = Path(project_dir) / "cog.yaml"
+    try:
+        if "concurrency" not in path.read_text(errors="replace"):
+            return None  # skip the YAML parse on the start-up path when there is nothing to find
+    except OSError:
         return None
     from cogkit.config import load_config
 
