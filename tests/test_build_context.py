@@ -215,6 +215,13 @@ def test_cogkit_wheel_is_reproducible_and_installable(tmp_path: Path) -> None:
         assert "cogkit/server/__main__.py,sha256=" in record
         entry_points = zf.read(info.replace("RECORD", "entry_points.txt")).decode()
         assert "cogkit = cogkit.cli.main:main" in entry_points
+        metadata = zf.read(info.replace("RECORD", "METADATA")).decode()
+    # The dependencies are the checkout's current ones, not those of the last `pip install -e .`.
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]
+    for dep in project["dependencies"]:
+        assert f"Requires-Dist: {dep}\n" in metadata
+    assert f"Version: {project['version']}\n" in metadata
     # pip accepts it (offline, no dependencies).
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(target),
