@@ -29,7 +29,7 @@ from cogkit.build.context import ALWAYS_IGNORED, find_weights, project_files, st
 from cogkit.build.cuda import resolve_cuda
 from cogkit.build.dockerfile import DockerfilePlan, json_label, render
 from cogkit.build.dockerignore import DockerIgnore
-from cogkit.build.requirements import CPU_TORCH_INDEX, gather, staged_path
+from cogkit.build.requirements import CPU_TORCH_INDEX, Requirements, gather, staged_path
 from cogkit.build.wheel import build_cogkit_wheel
 from cogkit.config import Config
 
@@ -125,20 +125,11 @@ def prepare_context(
         log(f"GPU image: {cuda.reason} -> {cuda.image}")
         torch_index = cuda.torch_index
 
+    # The schema first: a predictor that does not import fails the build before any work.
+    schema = _schema(config, options, log)
     wheel = build_cogkit_wheel(dest / "build" / "wheel")
     if not reqs.empty:
-        req_dir = dest / "build" / "req"
-        req_dir.mkdir(parents=True, exist_ok=True)
-        (req_dir / "requirements.txt").write_text(reqs.generated_file(torch_index))
-        for rel, text in reqs.files.items():
-            target = dest / staged_path(rel)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
-        for rel, src in reqs.artifacts.items():
-            target = dest / staged_path(rel)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, target)
-
+        _stage_requirements(reqs, dest, torch_index)
     files = project_files(project, DockerIgnore.load(project))
     weights = find_weights(project, files.files) if options.separate_weights else []
     if options.separate_weights:
@@ -146,20 +137,11 @@ def prepare_context(
         log(f"separate weights layer: {len(weights)} file(s), {total / 1e6:.1f} MB" if weights
             else "separate weights layer: no file of 10 MB or more to separate")
     stage_tree(project, dest, files, weights)
-
     labels = {"run.cog.version": COG_COMPAT_VERSION, "run.cogkit.version": __version__}
-    if config.predict or config.train:
-        if options.openapi_schema:
-            schema = json.loads(Path(options.openapi_schema).read_text())
-        else:
-            log("computing the OpenAPI schema")
-            schema = compute_schema(config)
+    if schema is not None:
         schema_file = dest / "src" / ALWAYS_IGNORED / "openapi_schema.json"
         schema_file.parent.mkdir(parents=True, exist_ok=True)
         schema_file.write_text(json.dumps(schema, indent=2) + "\n")
-    else:
-        schema = None
-        log("warning: cog.yaml names no predictor (run:/predict:) or train:, so the image has no schema")
 
     plan = DockerfilePlan(
         python_version=b.python_version,
@@ -184,6 +166,33 @@ def prepare_context(
     return plan
 
 
+def _schema(config: Config, options: BuildOptions, log: Log) -> dict[str, Any] | None:
+    if not (config.predict or config.train):
+        log("warning: cog.yaml names no predictor (run:/predict:) or train:, so the image has no schema")
+        return None
+    if options.openapi_schema:
+        try:
+            return json.loads(Path(options.openapi_schema).read_text())
+        except (OSError, ValueError) as exc:
+            raise BuildError(f"--openapi-schema {options.openapi_schema}: cannot read a JSON document: {exc}") from None
+    log("computing the OpenAPI schema")
+    return compute_schema(config)
+
+
+def _stage_requirements(reqs: Requirements, dest: Path, torch_index: str | None) -> None:
+    req_dir = dest / "build" / "req"
+    req_dir.mkdir(parents=True, exist_ok=True)
+    (req_dir / "requirements.txt").write_text(reqs.generated_file(torch_index))
+    for rel, text in reqs.files.items():
+        target = dest / staged_path(rel)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    for rel, src in reqs.artifacts.items():
+        target = dest / staged_path(rel)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target)
+
+
 def _check_builder(builder: Builder, config: Config, options: BuildOptions) -> None:
     needs_secrets = bool(options.secrets) or any(cmd.mounts for cmd in config.build.run)
     if needs_secrets and not builder.secrets:
@@ -199,10 +208,14 @@ def build_image(config: Config, options: BuildOptions, log: Log = _stderr_log) -
     builder = detect_builder(options.builder)
     _check_builder(builder, config, options)
     log(f"building {name} with {builder.name}")
-    cog_dir = config.project_dir / ALWAYS_IGNORED
-    cog_dir.mkdir(exist_ok=True)
     # Staged next to the project so hard links work (same file system); removed afterwards.
-    tmp = Path(tempfile.mkdtemp(prefix="build-context-", dir=cog_dir))
+    # A read-only project is staged in the temp folder instead (files copied).
+    try:
+        cog_dir = config.project_dir / ALWAYS_IGNORED
+        cog_dir.mkdir(exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix="build-context-", dir=cog_dir))
+    except OSError:
+        tmp = Path(tempfile.mkdtemp(prefix="cogkit-build-context-"))
     try:
         prepare_context(config, tmp, options, cache_mounts=builder.cache_mounts, log=log)
         cmd = build_command(builder, tmp, name, options.secrets, options.no_cache)
