@@ -2,12 +2,12 @@
 ``cogkit push`` it to a local registry, delete the local copy, pull it back and run
 it, then get READY from /health-check and one successful prediction.
 
-Everything stays on 127.0.0.1 and under a temporary folder (container storage,
-registry data, configs passed through CONTAINERS_* variables: nothing global is
-reconfigured). The base image is a Debian python built with mmdebstrap from the
-Debian mirror (no image pull), cached between runs under $COGKIT_CI_CACHE
-(default ~/.cache/cogkit-ci), and tagged python:3.11-slim so the generated
-``FROM python:3.11-slim`` resolves locally. The container tools come from
+Everything stays on 127.0.0.1; configs go through CONTAINERS_* variables, so
+nothing global is reconfigured. The base image is a Debian python built with
+mmdebstrap from the Debian mirror (no image pull) and tagged python:3.11-slim so the
+generated ``FROM python:3.11-slim`` resolves locally. The base tarball and the image
+store are cached between runs under $COGKIT_CI_CACHE (default ~/.cache/cogkit-ci);
+registry data and run-time state live in a temporary folder. The container tools come from
 scripts/install-container-tools.sh (which .ci/run calls); the tests skip only when
 they cannot be installed.
 """
