@@ -395,7 +395,7 @@ def test_safety_checker_drops_flagged_images(tiny_flux_schnell, tmp_path, monkey
     strict = FluxEngine(tiny_flux_schnell)
     assert strict.safety is not None
     req = Request("a cat", megapixels="0.25", num_outputs=2, num_inference_steps=1, seed=1)
-    with pytest.raises(InputError, match="NSFW content detected in every image"):
+    with pytest.raises(InputError, match="NSFW content detected in every output"):
         strict.predict(req)
     req.disable_safety_checker = True
     assert len(strict.predict(req)) == 2

@@ -283,16 +283,18 @@ def test_safetensors_checkpoint_gives_the_same_images(predictor, faces, tiny_pho
 
 
 def test_safety_checker_drops_flagged_outputs(predictor, faces, tmp_path):
-    from photomaker_engine import _load_safety_checker
+    from cogkit.ml.safety import SafetyChecker
 
     engine = predictor.engine
     saved = engine.safety
     try:
-        engine.safety = _load_safety_checker(build_safety_checker(tmp_path / "flag", flag_everything=True), engine.plan)
+        engine.safety = SafetyChecker(build_safety_checker(tmp_path / "flag", flag_everything=True),
+                                      engine.plan.device, engine.plan.dtype)
         with pytest.raises(ValueError, match="NSFW content detected in every output"):
             run(predictor, input_image=faces[0], num_steps=1)
         assert len(run(predictor, input_image=faces[0], num_steps=1, disable_safety_checker=True)) == 1
-        engine.safety = _load_safety_checker(build_safety_checker(tmp_path / "pass", flag_everything=False), engine.plan)
+        engine.safety = SafetyChecker(build_safety_checker(tmp_path / "pass", flag_everything=False),
+                                      engine.plan.device, engine.plan.dtype)
         assert len(run(predictor, input_image=faces[0], num_steps=1, num_outputs=2)) == 2
     finally:
         engine.safety = saved

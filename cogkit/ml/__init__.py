@@ -31,5 +31,10 @@ Modules and their main functions:
   that prints ``[progress] denoising: i/n`` lines), ``quiet_pipeline(pipe)``,
   ``quiet_libraries()`` (no diffusers/transformers loading bars).
 * ``cogkit.ml.logs``: ``log(message)`` (stderr, flushed).
+* ``cogkit.ml.errors``: ``InputError`` (a request a model cannot run; every engine raises it).
+* ``cogkit.ml.safety``: the image models' optional NSFW filter: ``load_safety_checker(root,
+  env_var, plan, tag)`` (``<weights>/safety-checker/``, then ``env_var``, then
+  CompVis/stable-diffusion-safety-checker; None with a log line when unavailable),
+  ``SafetyChecker``, ``filter_nsfw(checker, images, disabled, tag)``.
 * ``cogkit.ml.sampling`` / ``cogkit.ml.llm*``: LLM sampling helpers (owned by the Llama predictor).
 """

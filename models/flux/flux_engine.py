@@ -49,9 +49,11 @@ from PIL import Image
 
 from cogkit.ml import images as mlimages
 from cogkit.ml.device import DevicePlan, apply_speedups, configure_vae, plan_device
+from cogkit.ml.errors import InputError
 from cogkit.ml.logs import log
 from cogkit.ml.outputs import save_images
 from cogkit.ml.progress import DenoiseProgress, quiet_libraries, quiet_pipeline
+from cogkit.ml.safety import filter_nsfw, load_safety_checker
 from cogkit.ml.seeds import generators, resolve_seed
 from cogkit.ml.weights import WeightsError, resolve_weights
 
@@ -81,10 +83,6 @@ VARIANTS = {
     "dev": Variant("dev", "FLUX.1-dev", default_steps=28, max_steps=50, default_guidance=3.5,
                    max_sequence_length=512),
 }
-
-
-class InputError(ValueError):
-    """A request the model cannot run; the message names the input and the rule."""
 
 
 @dataclasses.dataclass
@@ -217,9 +215,7 @@ class FluxEngine:
             self._build_fast(fp8_checkpoint)
         else:
             log("[flux] go_fast: disabled by COGKIT_FLUX_GO_FAST=0; go_fast=true runs the bf16 path")
-        from flux_safety import load_safety_checker
-
-        self.safety = load_safety_checker(self.root, self.plan)
+        self.safety = load_safety_checker(self.root, "COGKIT_FLUX_SAFETY_CHECKER", self.plan, "flux")
         self._warm_up(warmup)
         log(f"[flux] setup took {time.perf_counter() - t0:.2f}s")
 
@@ -400,15 +396,7 @@ class FluxEngine:
         t0 = time.perf_counter()
         images = self.generate(req)
         t1 = time.perf_counter()
-        if self.safety is not None and not req.disable_safety_checker:
-            flags = self.safety.flags(images)
-            kept = [img for img, bad in zip(images, flags) if not bad]
-            if len(kept) < len(images):
-                log(f"[flux] safety checker: {len(images) - len(kept)} of {len(images)} images dropped as NSFW")
-            if not kept:
-                raise InputError("NSFW content detected in every image; try a different prompt or seed "
-                                 "(or disable_safety_checker=true where that is allowed)")
-            images = kept
+        images = filter_nsfw(self.safety, images, req.disable_safety_checker, "flux")
         paths = save_images(images, req.output_format, req.output_quality)
         t2 = time.perf_counter()
         log(f"[flux] generated in {t1 - t0:.2f}s, checked and encoded {req.output_format} in {t2 - t1:.2f}s")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-import sys
 import time
 from typing import Any
 
@@ -30,8 +29,10 @@ from PIL import Image
 
 from cogkit.ml import images as mlimages
 from cogkit.ml.device import DevicePlan, apply_speedups, configure_vae, plan_device
+from cogkit.ml.errors import InputError
 from cogkit.ml.logs import log
 from cogkit.ml.progress import DenoiseProgress, quiet_libraries, quiet_pipeline
+from cogkit.ml.safety import SafetyChecker, filter_nsfw, load_safety_checker
 from cogkit.ml.schedulers import make_scheduler
 from cogkit.ml.seeds import generators
 from cogkit.ml.weights import WeightsError
@@ -41,10 +42,6 @@ from photomaker_id_encoder import IDEncoder, IDEncoderError, load_id_encoder
 from photomaker_styles import DEFAULT_NEGATIVE, DEFAULT_PROMPT, DEFAULT_STYLE, apply_style
 
 IMAGE_FIELDS = ("input_image", "input_image2", "input_image3", "input_image4")
-
-
-class InputError(ValueError):
-    """A request the model cannot run; the message names the input and the rule."""
 
 
 @dataclasses.dataclass
@@ -96,17 +93,6 @@ class MergeCallback:
         return {"prompt_embeds": embeds, "add_text_embeds": pooled}
 
 
-def _load_safety_checker(path: pathlib.Path, plan: DevicePlan) -> Any:
-    # The SDXL predictor's checker; a model folder built on its own (an image of
-    # models/photomaker only) lacks it, and then runs unfiltered with a log line.
-    sdxl_dir = pathlib.Path(__file__).resolve().parent.parent / "sdxl"
-    if (sdxl_dir / "sdxl_safety.py").is_file() and str(sdxl_dir) not in sys.path:
-        sys.path.append(str(sdxl_dir))
-    from sdxl_safety import SafetyChecker
-
-    return SafetyChecker(path, plan.device, plan.dtype)
-
-
 def _variant(root: pathlib.Path) -> str | None:
     """'fp16' when the base ships only fp16-variant UNet weights (as RealVisXL does in
     some copies), else None."""
@@ -121,7 +107,8 @@ def _compile_wanted(plan: DevicePlan) -> bool:
 
 
 class PhotoMakerEngine:
-    def __init__(self, pipe: Any, id_encoder: IDEncoder, plan: DevicePlan, *, safety: Any = None) -> None:
+    def __init__(self, pipe: Any, id_encoder: IDEncoder, plan: DevicePlan, *,
+                 safety: SafetyChecker | None = None) -> None:
         self.pipe = quiet_pipeline(pipe)
         self.id_encoder = id_encoder
         self.plan = plan
@@ -141,8 +128,7 @@ class PhotoMakerEngine:
     def from_weights(cls, weights: Any = None) -> PhotoMakerEngine:
         from diffusers import StableDiffusionXLPipeline
 
-        from photomaker_weights import (fuse_lora, read_checkpoint, resolve_base, resolve_checkpoint,
-                                        resolve_safety_checker)
+        from photomaker_weights import SAFETY_ENV, fuse_lora, read_checkpoint, resolve_base, resolve_checkpoint
 
         t0 = time.perf_counter()
         quiet_libraries()
@@ -162,17 +148,7 @@ class PhotoMakerEngine:
         log(f"[photomaker] checkpoint {checkpoint.name}: LoRA fused into {layers} UNet layers; ID encoder CLIP "
             f"ViT {cfg.hidden_size}x{cfg.num_hidden_layers} layers, patch {cfg.patch_size}, {cfg.image_size}px")
         apply_speedups(pipe, plan)  # after the fuse: fused QKV would hide the LoRA's target layers
-        safety = None
-        path = resolve_safety_checker(root)
-        if path is not None:
-            try:
-                safety = _load_safety_checker(path, plan)
-                log(f"[photomaker] safety checker loaded from {path}")
-            except Exception as exc:
-                log(f"[photomaker] safety checker: could not load {path} ({type(exc).__name__}: {exc}); "
-                    "NSFW filtering is off")
-        else:
-            log("[photomaker] safety checker: weights not available; outputs are not filtered")
+        safety = load_safety_checker(root, SAFETY_ENV, plan, "photomaker")
         engine = cls(pipe, encoder, plan, safety=safety)
         if _compile_wanted(plan):
             engine.compile_and_warm_up()
@@ -275,16 +251,4 @@ class PhotoMakerEngine:
                                           num_outputs=req.num_outputs, seed=req.seed)
         if merge.merged_at is not None:
             log(f"[photomaker] ID embedding used from step {merge.merged_at + 1} of {req.num_steps}")
-        return self.filter_nsfw(images, req.disable_safety_checker)
-
-    def filter_nsfw(self, images: list[Image.Image], disabled: bool) -> list[Image.Image]:
-        """Drop the outputs the safety checker flags (as the reference does); none left is an error."""
-        if disabled or self.safety is None:
-            return images
-        kept = [img for img, flagged in zip(images, self.safety.flags(images)) if not flagged]
-        if not kept:
-            raise InputError("NSFW content detected in every output. Try a different prompt or seed "
-                             "(or set disable_safety_checker=true)")
-        if len(kept) < len(images):
-            log(f"[photomaker] safety checker: {len(images) - len(kept)} of {len(images)} outputs dropped as NSFW")
-        return kept
+        return filter_nsfw(self.safety, images, req.disable_safety_checker, "photomaker")

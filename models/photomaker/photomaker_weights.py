@@ -38,12 +38,10 @@ from typing import Any
 
 import torch
 
-from cogkit.ml.logs import log
 from cogkit.ml.weights import WeightsError, resolve_weights
 
 DEFAULT_BASE = "SG161222/RealVisXL_V3.0"
 DEFAULT_CHECKPOINT = "TencentARC/PhotoMaker"
-DEFAULT_SAFETY = "CompVis/stable-diffusion-safety-checker"
 CHECKPOINT_NAMES = ("photomaker-v1.safetensors", "photomaker-v1.bin")
 CHECKPOINT_ENV = "COGKIT_PHOTOMAKER_CHECKPOINT"
 SAFETY_ENV = "COGKIT_PHOTOMAKER_SAFETY_CHECKER"
@@ -87,18 +85,6 @@ def resolve_checkpoint(root: pathlib.Path) -> pathlib.Path:
     if found is None:
         raise WeightsError(f"weights: {path} holds no {' or '.join(CHECKPOINT_NAMES)}")
     return found
-
-
-def resolve_safety_checker(root: pathlib.Path) -> pathlib.Path | None:
-    local = root / "safety-checker"
-    if local.is_dir():
-        return local
-    source = os.environ.get(SAFETY_ENV, "").strip() or DEFAULT_SAFETY
-    try:
-        return resolve_weights(source)
-    except WeightsError as exc:
-        log(f"[photomaker] safety checker: not available ({exc})")
-        return None
 
 
 def read_checkpoint(path: pathlib.Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

@@ -45,8 +45,10 @@ from PIL import Image
 
 from cogkit.ml import images as mlimages
 from cogkit.ml.device import apply_speedups, configure_vae, plan_device
+from cogkit.ml.errors import InputError
 from cogkit.ml.logs import log
 from cogkit.ml.progress import DenoiseProgress, quiet_libraries, quiet_pipeline
+from cogkit.ml.safety import filter_nsfw, load_safety_checker
 from cogkit.ml.schedulers import make_scheduler
 from cogkit.ml.seeds import generators
 from cogkit.ml.weights import WeightsError, diffusers_variant, resolve_weights
@@ -57,7 +59,6 @@ EXTRAS = {
     "controlnet-canny": ("COGKIT_SDXL_CONTROLNET_CANNY", "diffusers/controlnet-canny-sdxl-1.0"),
     "controlnet-depth": ("COGKIT_SDXL_CONTROLNET_DEPTH", "diffusers/controlnet-depth-sdxl-1.0-small"),
     "depth-annotator": ("COGKIT_SDXL_DEPTH_ANNOTATOR", "Intel/dpt-hybrid-midas"),
-    "safety-checker": ("COGKIT_SDXL_SAFETY_CHECKER", "CompVis/stable-diffusion-safety-checker"),
     "lcm-lora": ("COGKIT_SDXL_LCM_LORA", "latent-consistency/lcm-lora-sdxl"),
 }
 
@@ -71,10 +72,6 @@ MODES = {
 MAX_INPUT_PIXELS = 1024 * 1024  # SDXL's native area; larger inputs are scaled down to it
 REFINE_STRENGTH = 0.3           # base_image_refiner: how much of the base image the refiner redoes
 MAX_USER_LORAS = 4              # LoRAs kept loaded for hot-swapping (least recently used evicted)
-
-
-class InputError(ValueError):
-    """A request the model cannot run; the message names the input and the rule."""
 
 
 @dataclasses.dataclass
@@ -170,20 +167,11 @@ class SDXLEngine:
         self._adapters: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._lcm_adapter: str | None = None
         self._depth: Any = None
-        from sdxl_safety import SafetyChecker, make_watermarker
+        from sdxl_watermark import make_watermarker
 
         self.watermarker = make_watermarker()
         self.refiner = self._load_refiner()
-        self.safety = None
-        path = self._extra("safety-checker")
-        if path is not None:
-            try:
-                self.safety = SafetyChecker(path, self.plan.device, self.plan.dtype)
-                log(f"[sdxl] safety checker loaded from {path}")
-            except Exception as exc:
-                log(f"[sdxl] safety checker: could not load {path} ({type(exc).__name__}: {exc}); NSFW filtering is off")
-        else:
-            log("[sdxl] safety checker: weights not available; skipping NSFW filtering (disable_safety_checker has no effect)")
+        self.safety = load_safety_checker(self.root, "COGKIT_SDXL_SAFETY_CHECKER", self.plan, "sdxl")
         self.lcm_lora_path = self._extra("lcm-lora")
         if self.lcm_lora_path is None and self.weights_mode != "lcm":
             log("[sdxl] LCM-LoRA: weights not available; fast_mode=lcm needs them")
@@ -487,7 +475,7 @@ class SDXLEngine:
                 images = out.images
             else:
                 images = self._run_refined(req, pipe, kind, args, gens)
-        return self.filter_nsfw(images, req.disable_safety_checker)
+        return filter_nsfw(self.safety, images, req.disable_safety_checker, "sdxl")
 
     def _run_refined(self, req: Request, pipe: Any, kind: str, args: dict[str, Any], gens: list[Any]) -> list[Image.Image]:
         refiner = self.refiner_pipeline(kind)
@@ -514,18 +502,3 @@ class SDXLEngine:
                           generator=gens,
                           callback_on_step_end=DenoiseProgress("refining"))
         return out.images
-
-    def filter_nsfw(self, images: list[Image.Image], disabled: bool) -> list[Image.Image]:
-        if disabled:
-            return images
-        if self.safety is None:
-            log("[sdxl] safety checker not loaded: outputs are not filtered")
-            return images
-        flags = self.safety.flags(images)
-        kept = [img for img, bad in zip(images, flags) if not bad]
-        if len(kept) < len(images):
-            log(f"[sdxl] safety checker: dropped {len(images) - len(kept)} of {len(images)} outputs as NSFW")
-        if not kept:
-            raise InputError("NSFW content detected in every output. Try a different prompt or seed "
-                             "(or set disable_safety_checker=true)")
-        return kept
