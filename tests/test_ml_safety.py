@@ -63,3 +63,17 @@ def test_filter_keeps_drops_and_refuses(checkers, monkeypatch, capfd):
     capfd.readouterr()
     assert filter_nsfw(strict, IMAGES, False, "test") == [IMAGES[0], IMAGES[2]]
     assert "[test] safety checker: dropped 1 of 3 outputs as NSFW" in capfd.readouterr().err
+
+
+def test_a_folder_holding_only_fp16_weights_loads(checkers, tmp_path):
+    """What resolve_weights(one_copy=True) fetches from a Hub repo that has fp16 files."""
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPImageProcessor
+
+    from cogkit.ml.safety import SafetyChecker
+
+    folder = tmp_path / "fp16-only"
+    StableDiffusionSafetyChecker.from_pretrained(checkers[0]).save_pretrained(folder, variant="fp16")
+    CLIPImageProcessor.from_pretrained(checkers[0]).save_pretrained(folder)
+    assert [p.name for p in folder.glob("*.safetensors")] == ["model.fp16.safetensors"]
+    assert SafetyChecker(folder, "cpu", PLAN.dtype).flags(IMAGES) == [True] * 3

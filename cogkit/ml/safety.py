@@ -37,8 +37,12 @@ class SafetyChecker:
         from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
         from transformers import CLIPImageProcessor
 
+        from cogkit.ml.weights import diffusers_variant
+
         self.processor = CLIPImageProcessor.from_pretrained(path)
-        self.model = StableDiffusionSafetyChecker.from_pretrained(path, dtype=dtype).to(device).eval()
+        # variant: a Hub snapshot fetched with one_copy=True may hold only model.fp16.safetensors
+        self.model = StableDiffusionSafetyChecker.from_pretrained(
+            path, dtype=dtype, variant=diffusers_variant(path)).to(device).eval()
         self.device, self.dtype = device, dtype
 
     def flags(self, images: list[Image.Image]) -> list[bool]:
