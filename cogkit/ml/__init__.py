@@ -31,6 +31,8 @@ Modules and their main functions:
   that prints ``[progress] denoising: i/n`` lines), ``quiet_pipeline(pipe)``,
   ``quiet_libraries()`` (no diffusers/transformers loading bars).
 * ``cogkit.ml.logs``: ``log(message)`` (stderr, flushed).
+* ``cogkit.ml.env``: ``env_flag(name, default=)`` (1/true/yes/on, 0/false/no/off, unset ->
+  default, a typo is a ValueError naming the variable), ``env_int(name, default)``; torch-free.
 * ``cogkit.ml.errors``: ``InputError`` (a request a model cannot run; every engine raises it).
 * ``cogkit.ml.safety``: the image models' optional NSFW filter: ``load_safety_checker(root,
   env_var, plan, tag)`` (``<weights>/safety-checker/``, then ``env_var``, then

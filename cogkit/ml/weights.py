@@ -34,6 +34,7 @@ import urllib.parse
 from typing import Any
 
 from cogkit import progress as _progress
+from cogkit.ml.env import env_flag
 from cogkit.ml.logs import log
 
 _REPO_ID = re.compile(r"^(?:hf://)?([A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@([\w./-]+))?$")
@@ -114,16 +115,12 @@ def resolve_weights(
     )
 
 
-def _hf_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def hf_snapshot(repo_id: str, revision: str | None = None, *, allow_patterns: list[str] | None = None) -> pathlib.Path:
     """A repo's snapshot folder from huggingface_hub's cache, downloading it unless offline."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    offline = _hf_offline()
+    offline = bool(env_flag("HF_HUB_OFFLINE", default=False))
     try:
         path = snapshot_download(
             repo_id, revision=revision, local_files_only=offline, allow_patterns=allow_patterns

@@ -49,6 +49,7 @@ from PIL import Image
 
 from cogkit.ml import images as mlimages
 from cogkit.ml.device import DevicePlan, apply_speedups, configure_vae, plan_device
+from cogkit.ml.env import env_flag
 from cogkit.ml.errors import InputError
 from cogkit.ml.logs import log
 from cogkit.ml.outputs import save_images
@@ -105,17 +106,6 @@ class Request:
     lora_weights: str | None = None
     lora_scale: float = 1.0
     megapixels: str = "1"
-
-
-def _env_flag(name: str) -> bool | None:
-    value = os.environ.get(name, "").strip().lower()
-    if not value:
-        return None
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{name}: expected 0 or 1, got {value!r}")
 
 
 def detect_variant(transformer_config: dict[str, Any]) -> str:
@@ -211,7 +201,7 @@ class FluxEngine:
         self.fast: Any = None
         self.fast_report: dict[str, Any] = {}
         self.compiled = False
-        if _env_flag("COGKIT_FLUX_GO_FAST") is not False:
+        if env_flag("COGKIT_FLUX_GO_FAST") is not False:
             self._build_fast(fp8_checkpoint)
         else:
             log("[flux] go_fast: disabled by COGKIT_FLUX_GO_FAST=0; go_fast=true runs the bf16 path")
@@ -226,7 +216,7 @@ class FluxEngine:
 
         from cogkit.ml.fp8 import fp8_matmul_supported
 
-        fp8 = _env_flag("COGKIT_FLUX_FP8")
+        fp8 = env_flag("COGKIT_FLUX_FP8")
         if fp8 is None:
             fp8 = self.plan.device == "cpu" or fp8_matmul_supported(self.plan.device)
             if not fp8:
@@ -237,7 +227,7 @@ class FluxEngine:
             checkpoint = fp8_checkpoint_path(self.root, granularity)
         self.fast, self.fast_report = build_fast(self.pipe.transformer, fp8=fp8, granularity=granularity,
                                                  checkpoint=checkpoint)
-        compile_ = _env_flag("COGKIT_FLUX_COMPILE")
+        compile_ = env_flag("COGKIT_FLUX_COMPILE")
         if compile_ is None:
             compile_ = self.plan.device == "cuda"
             if not compile_:

@@ -18,7 +18,6 @@ torch and transformers are imported inside setup(), so ``cogkit schema`` stays f
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
@@ -29,23 +28,6 @@ DEFAULT_MAX_SEQ_LEN = 4096
 DEFAULT_MAX_NEW_TOKENS = 128
 
 
-def _env_int(name: str, default: int | None) -> int | None:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{name}: must be an integer, got {raw!r}") from None
-
-
-def _env_flag(name: str) -> bool | None:
-    raw = os.environ.get(name, "").strip().lower()
-    if not raw:
-        return None
-    return raw in ("1", "true", "yes", "on")
-
-
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -53,15 +35,16 @@ def _log(message: str) -> None:
 class Predictor(BasePredictor):
     def setup(self, weights: Path | None = None) -> None:
         from cogkit.ml.device import plan_device, set_global_flags
+        from cogkit.ml.env import env_flag, env_int
         from cogkit.ml.llm_engine import LLMEngine
         from cogkit.ml.weights import resolve_weights
 
         plan = plan_device()
         set_global_flags(plan)
         folder = resolve_weights(weights)
-        slots = _env_int("COG_MAX_CONCURRENCY", DEFAULT_SLOTS) or DEFAULT_SLOTS
-        max_seq_len = _env_int("COGKIT_LLM_MAX_SEQ_LEN", DEFAULT_MAX_SEQ_LEN)
-        fp8 = bool(_env_flag("COGKIT_LLM_FP8"))
+        slots = env_int("COG_MAX_CONCURRENCY", DEFAULT_SLOTS) or DEFAULT_SLOTS
+        max_seq_len = env_int("COGKIT_LLM_MAX_SEQ_LEN", DEFAULT_MAX_SEQ_LEN)
+        fp8 = bool(env_flag("COGKIT_LLM_FP8"))
         self.engine = LLMEngine.from_pretrained(
             folder,
             device=plan.device,
@@ -69,7 +52,7 @@ class Predictor(BasePredictor):
             fp8=fp8,
             slots=slots,
             max_seq_len=max_seq_len,
-            compile_decode=_env_flag("COGKIT_LLM_COMPILE"),
+            compile_decode=env_flag("COGKIT_LLM_COMPILE"),
         )
         # One short greedy generation: everything on the request path has run once.
         from cogkit.ml.sampling import SamplingParams

@@ -29,6 +29,7 @@ from PIL import Image
 
 from cogkit.ml import images as mlimages
 from cogkit.ml.device import DevicePlan, apply_speedups, configure_vae, plan_device
+from cogkit.ml.env import env_flag
 from cogkit.ml.errors import InputError
 from cogkit.ml.logs import log
 from cogkit.ml.progress import DenoiseProgress, quiet_libraries, quiet_pipeline
@@ -101,11 +102,6 @@ def _variant(root: pathlib.Path) -> str | None:
     return "fp16" if not plain and any(unet.glob("*.fp16.safetensors")) else None
 
 
-def _compile_wanted(plan: DevicePlan) -> bool:
-    value = os.environ.get("COGKIT_COMPILE", "").strip().lower()
-    return plan.device == "cuda" if not value else value in ("1", "true", "yes", "on")
-
-
 class PhotoMakerEngine:
     def __init__(self, pipe: Any, id_encoder: IDEncoder, plan: DevicePlan, *,
                  safety: SafetyChecker | None = None) -> None:
@@ -150,7 +146,7 @@ class PhotoMakerEngine:
         apply_speedups(pipe, plan)  # after the fuse: fused QKV would hide the LoRA's target layers
         safety = load_safety_checker(root, SAFETY_ENV, plan, "photomaker")
         engine = cls(pipe, encoder, plan, safety=safety)
-        if _compile_wanted(plan):
+        if env_flag("COGKIT_COMPILE", default=plan.device == "cuda"):
             engine.compile_and_warm_up()
         log(f"[photomaker] setup took {time.perf_counter() - t0:.2f}s")
         return engine

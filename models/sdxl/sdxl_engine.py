@@ -45,6 +45,7 @@ from PIL import Image
 
 from cogkit.ml import images as mlimages
 from cogkit.ml.device import apply_speedups, configure_vae, plan_device
+from cogkit.ml.env import env_flag
 from cogkit.ml.errors import InputError
 from cogkit.ml.logs import log
 from cogkit.ml.progress import DenoiseProgress, quiet_libraries, quiet_pipeline
@@ -126,13 +127,6 @@ def detect_fast_mode(root: pathlib.Path) -> str:
     return "standard"
 
 
-def _env_flag(name: str, *, default: bool) -> bool:
-    value = os.environ.get(name, "").strip().lower()
-    if not value:
-        return default
-    return value in ("1", "true", "yes", "on")
-
-
 _PARAMS: dict[type, frozenset[str]] = {}
 
 
@@ -175,14 +169,14 @@ class SDXLEngine:
         self.lcm_lora_path = self._extra("lcm-lora")
         if self.lcm_lora_path is None and self.weights_mode != "lcm":
             log("[sdxl] LCM-LoRA: weights not available; fast_mode=lcm needs them")
-        self.fp8 = _env_flag("COGKIT_SDXL_FP8", default=False)
+        self.fp8 = bool(env_flag("COGKIT_SDXL_FP8", default=False))
         if self.fp8:
             from cogkit.ml.fp8 import quantize_linears
 
             # attention and feed-forward projections of the transformer blocks; convs stay as they are
             quantize_linears(self.base.unet, granularity="row",
                              include=lambda name, layer: ".transformer_blocks." in name)
-        self.compiled = _env_flag("COGKIT_COMPILE", default=self.plan.device == "cuda")
+        self.compiled = bool(env_flag("COGKIT_COMPILE", default=self.plan.device == "cuda"))
         if self.compiled:
             self._compile_and_warm_up()
         log(f"[sdxl] setup took {time.perf_counter() - t0:.2f}s")
