@@ -167,6 +167,8 @@ class App:
                 return json_response(406, {"error": SSE_TRAINING})
             if service.loaded is not None and not service.streaming:
                 return json_response(406, {"error": SSE_NOT_ENABLED})
+        if service.validator_coming:
+            return self._after_validator(req, noun, path_id)
         try:
             creq = parse_create(body, path_id, noun)
             existing = service.existing(creq.id) if creq.id else None
@@ -188,6 +190,12 @@ class App:
             service.launch(pred)
             return json_response(202, pred.accepted_body())
         return self._sync(req, pred, service.start(pred))
+
+    async def _after_validator(self, req: Request, noun: str, path_id: str | None) -> Response | None:
+        """A request in the few milliseconds between READY and the validator being built."""
+        await self.service.validator_built.wait()
+        result = self.create(req, noun, path_id)
+        return result if isinstance(result, tuple) else await result
 
     async def _sync(self, req: Request, pred: Prediction, running: Awaitable[None]) -> Response | None:
         """Wait for the prediction in this request's task; if the client goes away, cancel it."""

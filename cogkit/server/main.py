@@ -44,11 +44,23 @@ def _configure_logging(level: str) -> None:
 
 
 async def _serve(settings: Settings) -> int:
+    # Spawn the worker's child process before importing the rest of the server, so that
+    # its start-up (Python, the predictor, setup()) overlaps ours.
+    from cogkit.server.settings import worker_from
+
+    starting = None
+    worker = None
+    try:
+        worker = worker_from(settings)
+        starting = asyncio.ensure_future(worker.start())
+        await asyncio.sleep(0)
+    except Exception as exc:  # the service tries again and reports SETUP_FAILED
+        log.error("could not create the worker: %s", exc)
+
     from cogkit.server.service import PredictionService
 
-    service = PredictionService(settings)
-    service.begin()
-    await asyncio.sleep(0)  # let the worker's child process spawn now: its start-up overlaps ours
+    service = PredictionService(settings, worker)
+    service.begin(starting)
 
     from cogkit.server.app import App
     from cogkit.server.http import HttpServer

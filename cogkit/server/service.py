@@ -16,7 +16,7 @@ import logging
 import os
 import platform
 import tempfile
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -25,7 +25,7 @@ from cogkit._version import COG_COMPAT_VERSION, __version__
 from cogkit.server.httpio import json_response
 from cogkit.server.outputs import OutputEncoder
 from cogkit.server.prediction import Prediction, echo_input, new_prediction_id, now_iso, secret_fields
-from cogkit.server.settings import Settings
+from cogkit.server.settings import Settings, worker_from
 from cogkit.server.slots import AtCapacity, Slots
 from cogkit.server.sse import EventStream
 from cogkit.server.uploads import Uploader, UploadError
@@ -132,12 +132,13 @@ class _Run:
 
 
 class PredictionService:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, worker: Worker | None = None) -> None:
         self.settings = settings
-        self.worker: Worker | None = None
+        self.worker: Worker | None = worker
         self.loaded: P.Loaded | None = None
         self._setup_succeeded = False
         self.validator: InputValidator | None = None
+        self.validator_built = asyncio.Event()  # set once the validator exists (or cannot)
         self.secrets: frozenset[str] = frozenset()
         self.file_fields: frozenset[str] = frozenset()
         self.streaming = False
@@ -174,28 +175,21 @@ class PredictionService:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def begin(self) -> None:
-        """Spawn the worker (call on the running loop; returns at once)."""
+    def begin(self, starting: Awaitable[None] | None = None) -> None:
+        """Start the worker, or follow one already started (``self.worker`` with its
+        ``starting`` = ``worker.start()``); call on the running loop, returns at once."""
         if self._start_task is None:
             loop = asyncio.get_running_loop()
-            self._start_task = loop.create_task(self._start())
+            self._start_task = loop.create_task(self._start(starting))
             # Import the validator's machinery (pydantic) while the child boots, not after.
             self._preload = loop.run_in_executor(None, _preload)
 
-    async def _start(self) -> None:
-        from cogkit.worker.client import Worker
-
+    async def _start(self, starting: Awaitable[None] | None) -> None:
         s = self.settings
         try:
-            self.worker = Worker(
-                s.predictor_ref,
-                project_dir=s.project_dir,
-                mode=s.mode,
-                weights=s.weights,
-                max_concurrency=s.max_concurrency,
-                setup_timeout=s.setup_timeout,
-            )
-            await self.worker.start()
+            if self.worker is None:
+                self.worker = worker_from(s)
+            await (starting if starting is not None else self.worker.start())
         except Exception as exc:  # the worker reports setup failures through its state
             if self.worker is None:
                 self.boot_error = f"{type(exc).__name__}: {exc}"
@@ -208,16 +202,23 @@ class PredictionService:
         self.streaming = bool(loaded.streaming)
         self.output_iterator = bool(loaded.output_iterator)
         self.slots.resize(max(1, int(loaded.max_concurrency or 1)))
-        # Build the validator while setup() runs in the child.
-        await self._preload
-        from cogkit.validation import InputValidator
-
         input_name = "TrainingInput" if s.mode == "train" else "Input"
-        self.validator = InputValidator(loaded.schema, mode=s.mode)
         self.secrets = secret_fields(loaded.schema["components"]["schemas"].get(input_name, {}))
-        from cogkit.files import file_inputs
-
-        self.file_fields = frozenset(file_inputs(loaded.schema, s.mode))
+        # The validator is built in a thread while setup() runs in the child; READY does
+        # not wait for it (a request arriving first waits for it instead).
+        loop = asyncio.get_running_loop()
+        assert self._preload is not None
+        await self._preload
+        try:
+            self.validator, self.file_fields = await loop.run_in_executor(
+                None, _build_validator, loaded.schema, s.mode
+            )
+        except Exception as exc:  # an invalid schema: nothing can be validated
+            self.boot_error = f"cannot validate inputs with the predictor's schema: {type(exc).__name__}: {exc}"
+            log.error("%s", self.boot_error)
+            return
+        finally:
+            self.validator_built.set()
         try:
             await self.worker.wait_ready()
         except Exception:
@@ -246,7 +247,7 @@ class PredictionService:
     def schema(self) -> dict[str, Any] | None:
         """The OpenAPI document, served (like coglet) only once setup has succeeded."""
         if not self._setup_succeeded:
-            if self.validator is None or self.worker is None or self.worker.setup.status != "succeeded":
+            if self.loaded is None or self.worker is None or self.worker.setup.status != "succeeded":
                 return None
             self._setup_succeeded = True
         return self.loaded.schema if self.loaded is not None else None
@@ -262,8 +263,6 @@ class PredictionService:
         """Health status without the user healthcheck."""
         st = self.worker_state()
         if st == "READY":
-            if self.validator is None:
-                return "STARTING"  # the child is ready, the server not quite yet
             return "BUSY" if self.slots.full else "READY"
         if st in ("STARTING", "SETUP_FAILED", "DEFUNCT"):
             return st
@@ -272,6 +271,11 @@ class PredictionService:
     @property
     def ready(self) -> bool:
         return self.worker_state() == "READY" and self.validator is not None and not self.draining
+
+    @property
+    def validator_coming(self) -> bool:
+        """The worker is READY and the validator is still being built: wait, do not refuse."""
+        return self.validator is None and not self.validator_built.is_set() and self.worker_state() == "READY"
 
     @property
     def has_user_healthcheck(self) -> bool:
@@ -596,6 +600,13 @@ class PredictionService:
             remove_workdir(self._workdir)
             if self.on_exit is not None:
                 self.on_exit()
+
+
+def _build_validator(schema: dict[str, Any], mode: str) -> tuple[Any, frozenset[str]]:
+    from cogkit.files import file_inputs
+    from cogkit.validation import InputValidator
+
+    return InputValidator(schema, mode=mode), frozenset(file_inputs(schema, mode))
 
 
 def _preload() -> None:

@@ -12,8 +12,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cogkit.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from cogkit.worker.client import Worker
 
 MODES = ("predict", "train")
 
@@ -122,13 +126,20 @@ def _cog_yaml_concurrency(project_dir: str) -> int | None:
     return load_config(project_dir).concurrency_max
 
 
+def _predictor_ref(mode: str, project_dir: str, env: Mapping[str, str]) -> str:
+    stub = env.get("COG_TRAIN_TYPE_STUB" if mode == "train" else "COG_PREDICT_TYPE_STUB")
+    if stub:
+        return stub  # what an image sets: no need to read (or import the reader of) cog.yaml
+    from cogkit.config import predictor_ref
+
+    return predictor_ref(mode, project_dir)
+
+
 def settings_from(args: argparse.Namespace, project_dir: str = ".") -> Settings:
     """Combine parsed flags with the environment (flags win over env where both exist).
 
     The predictor: COG_PREDICT_TYPE_STUB / COG_TRAIN_TYPE_STUB (what a Cog image sets),
     else the ``run``/``predict`` (or ``train``) key of cog.yaml in ``project_dir``."""
-    from cogkit.config import predictor_ref
-
     env = os.environ
     port = args.port if args.port is not None else _env_int(env, "PORT") or 5000
     if args.queue < 0:
@@ -146,7 +157,7 @@ def settings_from(args: argparse.Namespace, project_dir: str = ".") -> Settings:
         await_explicit_shutdown=bool(args.await_explicit_shutdown),
         queue=args.queue,
         project_dir=os.path.abspath(project_dir),
-        predictor_ref=predictor_ref(args.mode, project_dir),
+        predictor_ref=_predictor_ref(args.mode, project_dir, env),
         max_concurrency=_env_int(env, "COG_MAX_CONCURRENCY") or _cog_yaml_concurrency(project_dir),
         throttle_interval=_env_float(env, "COG_THROTTLE_RESPONSE_INTERVAL", 0.5) or 0.0,
         weights=env.get("COG_WEIGHTS") or None,
@@ -157,4 +168,18 @@ def settings_from(args: argparse.Namespace, project_dir: str = ".") -> Settings:
         stream_history=_env_int(env, "COG_STREAM_HISTORY_CAPACITY") or (
             0 if env.get("COG_STREAM_HISTORY_CAPACITY", "").strip() == "0" else 1024
         ),
+    )
+
+
+def worker_from(settings: Settings) -> Worker:
+    """The Worker these settings describe (not started)."""
+    from cogkit.worker.client import Worker
+
+    return Worker(
+        settings.predictor_ref,
+        project_dir=settings.project_dir,
+        mode=settings.mode,  # type: ignore[arg-type]
+        weights=settings.weights,
+        max_concurrency=settings.max_concurrency,
+        setup_timeout=settings.setup_timeout,
     )
