@@ -301,5 +301,8 @@ def test_secrets_never_appear_in_responses_webhooks_or_logs(start, receiver: Rec
         assert "api_key" not in hook["body"]["input"]
     r = srv.client.put("/predictions/idem", json={"input": {"api_key": 5}})
     assert r.status_code == 422 and secret not in r.text
+    assert r.json()["detail"][0]["msg"] == '"**********" is not of type "string"'
+    r = srv.client.post("/predictions", json={"input": {"api_key": secret, "text": 7}})
+    assert r.status_code == 422 and secret not in r.text
     srv.stop()
     assert secret not in srv.log_path.read_text()

@@ -252,6 +252,8 @@ class Connection(asyncio.Protocol):
 
     def _respond(self, request: Request, response: Response) -> None:
         status, headers, body = response
+        if log.isEnabledFor(logging.DEBUG):  # the access log (COG_LOG_LEVEL=debug)
+            log.debug("%s %s %d %d", request.method, request.path, status, len(body))
         keep = request.keep_alive and not self.server.closing
         extra = b"content-length: %d\r\n%b\r\n" % (len(body), b"" if keep else b"connection: close\r\n")
         parts = _head(status, headers, extra)

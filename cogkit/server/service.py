@@ -328,7 +328,7 @@ class PredictionService:
         assert self.validator is not None
         result = self.validator.validate(req.input)
         if result.errors:
-            raise Refusal(422, {"detail": result.errors})
+            raise Refusal(422, {"detail": _mask_secret_errors(result.errors, req.input, self.secrets)})
         try:
             waiter = self.slots.reserve()
         except AtCapacity:
@@ -607,6 +607,26 @@ def _build_validator(schema: dict[str, Any], mode: str) -> tuple[Any, frozenset[
     from cogkit.validation import InputValidator
 
     return InputValidator(schema, mode=mode), frozenset(file_inputs(schema, mode))
+
+
+def _mask_secret_errors(errors: list[dict[str, Any]], inputs: Any, secrets: frozenset[str]) -> list[dict[str, Any]]:
+    """A 422 message quotes the offending value; never a Secret's."""
+    if not secrets or not isinstance(inputs, dict):
+        return errors
+    from cogkit.validation import json_repr
+
+    out = []
+    for e in errors:
+        loc = e.get("loc") or []
+        name = loc[2] if len(loc) > 2 else None
+        if name in secrets and name in inputs:
+            value = inputs[name]
+            if len(loc) > 3 and isinstance(value, list) and isinstance(loc[3], int) and loc[3] < len(value):
+                value = value[loc[3]]
+            shown = json_repr(value)
+            e = {**e, "msg": str(e.get("msg", "")).replace(shown, '"**********"')}
+        out.append(e)
+    return out
 
 
 def _preload() -> None:
