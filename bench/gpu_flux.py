@@ -74,8 +74,8 @@ def build_pipeline(tiny: bool, plan):
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
-    from tests import tiny_flux
-    from tests.tiny_models import clip_tokenizer, t5_tokenizer
+    from cogkit.ml.tiny.flux import flux_transformer, flux_vae, t5_encoder
+    from cogkit.ml.tiny.tokenizers import clip_text_config, clip_tokenizer, t5_tokenizer
 
     tok, tok2 = clip_tokenizer(), t5_tokenizer()
     t0 = time.perf_counter()
@@ -85,8 +85,8 @@ def build_pipeline(tiny: bool, plan):
     try:
         with torch.device(plan.device):
             if tiny:
-                transformer, vae = tiny_flux._transformer(guidance_embeds=True), tiny_flux._vae()
-                te, te2 = CLIPTextModel(tiny_flux._clip_config(tok)), tiny_flux._t5(tok2)
+                transformer, vae = flux_transformer(guidance_embeds=True), flux_vae()
+                te, te2 = CLIPTextModel(clip_text_config(tok)), t5_encoder(tok2)
             else:
                 ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
                 transformer = FluxTransformer2DModel(**TRANSFORMER_FULL)

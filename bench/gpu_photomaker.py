@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.join(REPO, "models", "photomaker"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-# PhotoMaker v1's ID encoder tower (CLIP ViT-L/14); --tiny uses the test checkpoint's (tests/tiny_photomaker.py)
+# PhotoMaker v1's ID encoder tower (CLIP ViT-L/14); --tiny uses the tiny checkpoint's (cogkit/ml/tiny/photomaker.py)
 VISION_FULL = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
                    patch_size=14, image_size=224, projection_dim=768)
 LORA_RANK_FULL, LORA_RANK_TINY = 64, 4
@@ -56,7 +56,7 @@ def build_engine(tiny: bool, plan, log):
     from photomaker_engine import PhotoMakerEngine
     from photomaker_id_encoder import IDEncoder, load_id_encoder
     from photomaker_weights import fuse_lora
-    from tests.tiny_photomaker import id_encoder_state, lora_state
+    from cogkit.ml.tiny.photomaker import id_encoder_state, lora_state
 
     pipe = build_pipeline(tiny, plan, log)
     if tiny:

@@ -58,15 +58,16 @@ def build_pipeline(tiny: bool, plan, log):
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from tests.tiny_models import _clip_config, _unet, _vae, clip_tokenizer
+    from cogkit.ml.tiny.sdxl import sdxl_unet, sdxl_vae
+    from cogkit.ml.tiny.tokenizers import clip_text_config, clip_tokenizer
 
     tok, tok2 = clip_tokenizer(), clip_tokenizer()
     t0 = time.perf_counter()
     torch.manual_seed(0)
     with torch.device(plan.device):
         if tiny:
-            unet, vae = _unet(), _vae()
-            te, te2 = CLIPTextModel(_clip_config(tok)), CLIPTextModelWithProjection(_clip_config(tok2))
+            unet, vae = sdxl_unet(), sdxl_vae()
+            te, te2 = CLIPTextModel(clip_text_config(tok)), CLIPTextModelWithProjection(clip_text_config(tok2))
         else:
             ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
             unet = UNet2DConditionModel(**UNET_FULL)

@@ -1,6 +1,6 @@
 """What the SDXL predictor adds on top of the raw diffusers call, on tiny weights.
 
-Builds the tiny random SDXL of tests/tiny_models.py, loads it twice in one process:
+Builds the tiny random SDXL of cogkit/ml/tiny/sdxl.py, loads it twice in one process:
 as the predictor (models/sdxl: setup(weights) then predict()) and as a raw
 StableDiffusionXLPipeline. Times both, interleaved, for the same inputs and seed:
 raw = the pipeline call returning PIL images; predictor = predict() end to end
@@ -41,7 +41,7 @@ def bench_overhead(n: int, configs, log) -> list[dict]:
     from diffusers import StableDiffusionXLPipeline
 
     from cogkit.loader import load_target
-    from tests.tiny_models import build_sdxl
+    from cogkit.ml.tiny.sdxl import build_sdxl
 
     weights = build_sdxl(tempfile.mkdtemp(prefix="sdxl-bench-") + "/tiny-sdxl")
     with contextlib.redirect_stderr(io.StringIO()):

@@ -16,12 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.tiny_flux import (  # noqa: F401  (fixtures)
-    build_safety_checker,
-    flux_fp8_cache,
-    tiny_flux_dev,
-    tiny_flux_schnell,
-)
+from cogkit.ml.tiny.safety import build_safety_checker
+from tests.tiny_models import flux_fp8_cache, tiny_flux_dev, tiny_flux_schnell  # noqa: F401  (fixtures)
 
 REPO = Path(__file__).resolve().parent.parent
 FLUX_DIR = REPO / "models" / "flux"
@@ -457,3 +453,21 @@ def test_schema_is_torch_free_and_follows_cog_flux() -> None:
     assert result["doc"]["components"]["schemas"]["Input"]["required"] == ["prompt"]
     assert props["go_fast"]["default"] is True and props["output_format"]["default"] == "webp"
     assert props["num_outputs"]["maximum"] == 4 and props["lora_scale"]["minimum"] == -1
+
+
+def test_make_tiny_weights_needs_no_test_dependencies(tmp_path) -> None:
+    """The main job (scripts/demo.sh) installs only '.[models]': the script must run
+    with pytest unimportable, from any working directory."""
+    code = (
+        "import runpy, sys\n"
+        "sys.modules['pytest'] = None  # import pytest now raises ImportError\n"
+        f"sys.argv = ['make_tiny_weights.py', {str(tmp_path / 'w')!r}]\n"
+        f"runpy.run_path({str(FLUX_DIR / 'make_tiny_weights.py')!r}, run_name='__main__')\n"
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "wrote a tiny random FLUX.1-schnell checkpoint" in out.stdout
+    cfg = json.loads((tmp_path / "w" / "transformer" / "config.json").read_text())
+    assert cfg["num_layers"] == 1 and not cfg["guidance_embeds"]

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.tiny_flux import (  # noqa: F401  (fixtures)
-    build_flux_lora,
+from cogkit.ml.tiny.flux import build_flux_lora
+from tests.tiny_models import (  # noqa: F401  (fixtures)
     flux_fp8_cache,
     tiny_flux_lora,
     tiny_flux_schnell,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.tiny_flux import flux_fp8_cache, tiny_flux_schnell  # noqa: F401  (fixtures)
+from tests.tiny_models import flux_fp8_cache, tiny_flux_schnell  # noqa: F401  (fixtures)
 
 REPO = Path(__file__).resolve().parent.parent
 FLUX_DIR = REPO / "models" / "flux"

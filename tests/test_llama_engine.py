@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from cogkit.ml.llm_engine import GenerationError, LLMEngine  # noqa: E402
 from cogkit.ml.llm_text import build_prompt  # noqa: E402
 from cogkit.ml.sampling import SamplingParams  # noqa: E402
-from tests.tiny_llama import tiny_llama_dir  # noqa: E402,F401
+from tests.tiny_models import tiny_llama_dir  # noqa: E402,F401
 
 GREEDY = SamplingParams(temperature=0.0)
 PROMPTS = ["tell me a story about a dragon", "hello, how are you today?", "what is your name", "once upon a time"]

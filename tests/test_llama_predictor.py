@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from cogkit import scope as scope_mod  # noqa: E402
 from cogkit.input import MISSING  # noqa: E402
 from cogkit.signature import inspect_predictor  # noqa: E402
-from tests.tiny_llama import tiny_llama_dir  # noqa: E402,F401
+from tests.tiny_models import tiny_llama_dir  # noqa: E402,F401
 
 PREDICT_PY = Path(__file__).resolve().parent.parent / "models" / "llama" / "predict.py"
 

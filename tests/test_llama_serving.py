@@ -22,7 +22,7 @@ pytest.importorskip("transformers")
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from tests.fixtures.server.harness import ServerProcess, copy_fixture  # noqa: E402
-from tests.tiny_llama import tiny_llama_dir  # noqa: E402,F401
+from tests.tiny_models import tiny_llama_dir  # noqa: E402,F401
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ from cogkit.ml.llm_text import (  # noqa: E402
     check_prompt_template,
     parse_stop_sequences,
 )
-from tests.tiny_llama import build_tokenizer  # noqa: E402
+from cogkit.ml.tiny.llama import build_tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """cogkit.ml.safety, the NSFW filter the image models share: where the checker is
 found (weights sub-folder, environment variable, the public default offline),
 and what filtering keeps, drops and refuses. Tiny random checkers that flag every
-image or none (tests/tiny_models.py)."""
+image or none (cogkit.ml.tiny.safety)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from PIL import Image
 from cogkit.ml.device import plan_for
 from cogkit.ml.errors import InputError
 from cogkit.ml.safety import filter_nsfw, load_safety_checker
-from tests.tiny_models import build_safety_checker
+from cogkit.ml.tiny.safety import build_safety_checker
 
 PLAN = plan_for("cpu", None, "CPU")
 IMAGES = [Image.new("RGB", (64, 64), (i * 60, 90, 200 - i * 60)) for i in range(3)]
@@ -22,7 +22,7 @@ IMAGES = [Image.new("RGB", (64, 64), (i * 60, 90, 200 - i * 60)) for i in range(
 @pytest.fixture(scope="module")
 def checkers(tmp_path_factory):
     root = tmp_path_factory.mktemp("safety")
-    return build_safety_checker(root / "all", flag_everything=True), build_safety_checker(root / "none", flag_everything=False)
+    return build_safety_checker(root / "all", flag_all=True), build_safety_checker(root / "none", flag_all=False)
 
 
 def test_found_in_the_weights_folder_before_the_environment(checkers, tmp_path, monkeypatch, capfd):

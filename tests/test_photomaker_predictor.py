@@ -1,5 +1,5 @@
 """The PhotoMaker predictor in process, on a tiny random SDXL plus a tiny CLIP vision
-tower and fuse module saved in TencentARC's checkpoint layout (tests/tiny_photomaker.py)
+tower and fuse module saved in TencentARC's checkpoint layout (cogkit/ml/tiny/photomaker.py)
 and loaded by the predictor's own setup(): 1 and 4 ID images, every style, the merge
 step at the style_strength_ratio boundaries (watched at the UNet's input), the fused
 embedding reaching the UNet, num_outputs and seeds, errors, checkpoint formats."""
@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.tiny_models import build_safety_checker
-from tests.tiny_photomaker import NATIVE_SIZE, build_photomaker_checkpoint, tiny_photomaker_weights  # noqa: F401
+from cogkit.ml.tiny.photomaker import NATIVE_SIZE, build_photomaker_checkpoint
+from cogkit.ml.tiny.safety import build_safety_checker
+from tests.tiny_models import tiny_photomaker_weights  # noqa: F401
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 PM_DIR = REPO / "models" / "photomaker"
@@ -288,12 +289,12 @@ def test_safety_checker_drops_flagged_outputs(predictor, faces, tmp_path):
     engine = predictor.engine
     saved = engine.safety
     try:
-        engine.safety = SafetyChecker(build_safety_checker(tmp_path / "flag", flag_everything=True),
+        engine.safety = SafetyChecker(build_safety_checker(tmp_path / "flag", flag_all=True),
                                       engine.plan.device, engine.plan.dtype)
         with pytest.raises(ValueError, match="NSFW content detected in every output"):
             run(predictor, input_image=faces[0], num_steps=1)
         assert len(run(predictor, input_image=faces[0], num_steps=1, disable_safety_checker=True)) == 1
-        engine.safety = SafetyChecker(build_safety_checker(tmp_path / "pass", flag_everything=False),
+        engine.safety = SafetyChecker(build_safety_checker(tmp_path / "pass", flag_all=False),
                                       engine.plan.device, engine.plan.dtype)
         assert len(run(predictor, input_image=faces[0], num_steps=1, num_outputs=2)) == 2
     finally:

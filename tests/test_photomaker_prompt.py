@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.tiny_models import clip_tokenizer
+from cogkit.ml.tiny.tokenizers import clip_tokenizer
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "models" / "photomaker"))
 

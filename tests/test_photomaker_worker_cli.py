@@ -19,7 +19,7 @@ from PIL import Image
 from cogkit.worker.client import Worker
 from cogkit.worker.protocol import Done, Failed, FileInput, FileOutput, Log
 from tests.fixtures.server.harness import ServerProcess, copy_fixture
-from tests.tiny_photomaker import tiny_photomaker_weights  # noqa: F401  (fixture)
+from tests.tiny_models import tiny_photomaker_weights  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow
 

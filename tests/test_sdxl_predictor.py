@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.tiny_models import build_safety_checker
+from cogkit.ml.tiny.safety import build_safety_checker
 from tests.tiny_models import tiny_depth_annotator, tiny_sdxl_lora, tiny_sdxl_turbo, tiny_sdxl_weights  # noqa: F401
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -344,7 +344,7 @@ def test_optional_parts_skipped_and_logged(tiny_sdxl_weights, capfd):
 
 
 def test_safety_checker_drops_flagged_outputs(tiny_sdxl_weights, tmp_path, monkeypatch, capfd):
-    monkeypatch.setenv("COGKIT_SDXL_SAFETY_CHECKER", str(build_safety_checker(tmp_path / "sc", flag_everything=True)))
+    monkeypatch.setenv("COGKIT_SDXL_SAFETY_CHECKER", str(build_safety_checker(tmp_path / "sc", flag_all=True)))
     p = load_predictor(tiny_sdxl_weights)
     assert "safety checker loaded from" in capfd.readouterr().err
     with pytest.raises(ValueError, match="NSFW content detected in every output"):
@@ -359,7 +359,7 @@ def test_safety_checker_drops_flagged_outputs(tiny_sdxl_weights, tmp_path, monke
     assert "dropped 1 of 2 outputs as NSFW" in capfd.readouterr().err
     monkeypatch.setattr(p.engine.safety, "flags", flags)
     # a checker that flags nothing lets everything through
-    monkeypatch.setenv("COGKIT_SDXL_SAFETY_CHECKER", str(build_safety_checker(tmp_path / "ok", flag_everything=False)))
+    monkeypatch.setenv("COGKIT_SDXL_SAFETY_CHECKER", str(build_safety_checker(tmp_path / "ok", flag_all=False)))
     assert len(run(load_predictor(tiny_sdxl_weights), num_outputs=2)) == 2
 
 
@@ -430,7 +430,7 @@ def test_fp16_variant_weights_folder(tmp_path, capfd):
     """A folder saved as diffusers' fp16 variant (as the Hub's SDXL repos are) loads."""
     from diffusers import StableDiffusionXLPipeline
 
-    from tests.tiny_models import build_sdxl
+    from cogkit.ml.tiny.sdxl import build_sdxl
 
     src = build_sdxl(tmp_path / "plain")
     StableDiffusionXLPipeline.from_pretrained(src).save_pretrained(tmp_path / "v", variant="fp16")

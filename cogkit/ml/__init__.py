@@ -38,5 +38,12 @@ Modules and their main functions:
   env_var, plan, tag)`` (``<weights>/safety-checker/``, then ``env_var``, then
   CompVis/stable-diffusion-safety-checker; None with a log line when unavailable),
   ``SafetyChecker``, ``filter_nsfw(checker, images, disabled, tag)``.
+* ``cogkit.ml.tiny``: tiny random-weight checkpoints in the real layouts, offline and
+  deterministic, for tests, ``bench/gpu_*.py --tiny`` and models/flux/make_tiny_weights.py
+  (no pytest needed): ``tiny.tokenizers`` (``clip_tokenizer``, ``t5_tokenizer``),
+  ``tiny.sdxl`` (``build_sdxl``, ``build_sdxl_weights`` with every extra, ...),
+  ``tiny.flux`` (``build_flux``, ``build_flux_lora``), ``tiny.safety``
+  (``build_safety_checker``), ``tiny.photomaker`` (``build_photomaker_weights``),
+  ``tiny.llama`` (``build_tiny_llama``). The pytest fixtures over them: tests/tiny_models.py.
 * ``cogkit.ml.sampling`` / ``cogkit.ml.llm*``: LLM sampling helpers (owned by the Llama predictor).
 """

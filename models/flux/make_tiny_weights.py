@@ -7,7 +7,7 @@ the FLUX predictor offline on a CPU in seconds.
 
 The images are noise-like (the weights are random); everything else (tokenizers, text
 encoders, transformer, VAE, schedulers, sizes, formats, go_fast) is the real code path.
-The builder lives with the tests (tests/tiny_flux.py), so run this from a checkout.
+The builder is cogkit.ml.tiny.flux (installed with cogkit; no test dependencies needed).
 """
 
 from __future__ import annotations
@@ -15,9 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import sys
-
-REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,8 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{out} exists and is not empty")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    sys.path.insert(0, str(REPO))
-    from tests.tiny_flux import build_flux
+    from cogkit.ml.tiny.flux import build_flux
 
     build_flux(out, variant=args.variant, seed=args.seed)
     print(f"wrote a tiny random FLUX.1-{args.variant} checkpoint to {out}")

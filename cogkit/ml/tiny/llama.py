@@ -1,4 +1,4 @@
-"""A tiny random-weight Llama with an offline, deterministic tokenizer, for tests.
+"""A tiny random-weight Llama with an offline, deterministic tokenizer.
 
 ``build_tiny_llama(folder)`` writes a ``save_pretrained`` folder (config, weights,
 tokenizer.json with a chat template) in well under a second; every id and weight is
@@ -87,20 +87,3 @@ def build_tiny_llama(folder: str | os.PathLike[str], *, max_position_embeddings:
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
-
-
-# ----------------------------------------------------------------------------------------------
-# pytest fixtures: import them into a test module (``from tests.tiny_llama import tiny_llama_dir``)
-
-try:
-    import pytest
-except ImportError:  # used outside pytest (bench --tiny)
-    pytest = None  # type: ignore[assignment]
-
-if pytest is not None:
-
-    @pytest.fixture(scope="session")
-    def tiny_llama_dir(tmp_path_factory) -> Path:
-        """A tiny Llama save_pretrained folder, built once per test session."""
-        pytest.importorskip("transformers")
-        return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama") / "model")

@@ -1,4 +1,4 @@
-"""Tiny random-weight PhotoMaker weights, built at test time in the published layout.
+"""Tiny random-weight PhotoMaker weights in the published layout.
 
 * ``id_encoder_state(gen)`` / ``lora_state(unet, gen)``: the two state dicts.
 * ``build_photomaker_checkpoint(sdxl_dir, path)``: a checkpoint in TencentARC's
@@ -10,10 +10,8 @@
   written from the published layout here, not taken from the predictor's classes,
   so loading them tests the predictor's loader.
 * ``build_photomaker_weights(dir)``: the predictor's weights folder: the tiny SDXL
-  base (tests/tiny_models.py, its UNet sample size set to 8 so the native output
+  base (cogkit.ml.tiny.sdxl, its UNet sample size set to 8 so the native output
   is 64x64) plus ``photomaker-v1.bin``.
-
-Fixture (session-scoped): ``tiny_photomaker_weights``.
 """
 
 from __future__ import annotations
@@ -22,9 +20,7 @@ import json
 import os
 import pathlib
 
-import pytest
-
-from tests.tiny_models import build_sdxl
+from cogkit.ml.tiny.sdxl import build_sdxl
 
 # The tiny tower: 32px images in 8px patches, 64 wide (one 64-wide head, as CLIP's
 # head width gives), projections to the tiny text encoders' widths 32 + 32 = the
@@ -110,8 +106,3 @@ def build_photomaker_weights(out: str | os.PathLike[str], *, checkpoint: str = "
     cfg_path.write_text(json.dumps(cfg, indent=2))
     build_photomaker_checkpoint(out, out / checkpoint)
     return out
-
-
-@pytest.fixture(scope="session")
-def tiny_photomaker_weights(tmp_path_factory) -> pathlib.Path:
-    return build_photomaker_weights(tmp_path_factory.mktemp("tiny-photomaker"))

@@ -1,39 +1,29 @@
-"""Tiny random-weight FLUX models built at test time (no hub, no downloads).
-
-Builders (plain functions, also used by models/flux/make_tiny_weights.py and
-bench/gpu_flux.py --tiny):
+"""Tiny random-weight FLUX.1 models.
 
 * ``build_flux(dir, variant="schnell"|"dev")``: a FLUX pipeline folder saved with
   save_pretrained: transformer (1 double + 1 single block, 78 k params), VAE x8 with
-  4 latent channels, CLIP and T5 text encoders with the deterministic offline
-  tokenizers of tests/tiny_models.py. The variant is what the real checkpoints
-  differ in: dev has a guidance embedding and a resolution-dependent timestep shift.
+  4 latent channels, CLIP and T5 text encoders with the offline tokenizers of
+  cogkit.ml.tiny.tokenizers. The variant is what the real checkpoints differ in: dev
+  has a guidance embedding and a resolution-dependent timestep shift.
 * ``build_flux_lora(flux_dir, file)``: a random rank-4 LoRA on the transformer's
   attention and feed-forward projections, in diffusers' file layout
   (``transformer.<module>.lora_A/lora_B.weight``); ``text_encoder=True`` adds LoRA
   layers on the CLIP text encoder too.
-* ``build_safety_checker(dir, flag_all=...)``: a tiny CompVis safety checker that
-  flags every image, or none.
-
-Pytest fixtures (session-scoped; import into a test module with
-``from tests.tiny_flux import tiny_flux_schnell  # noqa: F401``):
-``tiny_flux_schnell``, ``tiny_flux_dev``, ``tiny_flux_lora``, ``tiny_flux_te_lora``, and
-``flux_fp8_cache`` (points COGKIT_FLUX_FP8_CACHE at a test folder).
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
+from typing import Any
 
-import pytest
-
-from tests.tiny_models import _clip_config, clip_tokenizer, t5_tokenizer
+from cogkit.ml.tiny.tokenizers import clip_text_config, clip_tokenizer, t5_tokenizer
 
 VARIANTS = ("schnell", "dev")
 
 
-def _transformer(guidance_embeds: bool):
+def flux_transformer(guidance_embeds: bool) -> Any:
+    """1 double + 1 single block, 78 k parameters."""
     from diffusers import FluxTransformer2DModel
 
     # in_channels = 4 x VAE latent channels (2x2 packing); sum(axes_dims_rope) = attention_head_dim;
@@ -45,7 +35,8 @@ def _transformer(guidance_embeds: bool):
     )
 
 
-def _vae():
+def flux_vae() -> Any:
+    """AutoencoderKL x8 with 4 latent channels, FLUX's shift/scale and no quant convs."""
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
@@ -56,7 +47,8 @@ def _vae():
     )
 
 
-def _t5(tok):
+def t5_encoder(tok: Any) -> Any:
+    """A 2-layer, 32-wide T5 encoder for ``tok``."""
     from transformers import T5Config, T5EncoderModel
 
     return T5EncoderModel(T5Config(
@@ -66,7 +58,7 @@ def _t5(tok):
     ))
 
 
-def _scheduler(variant: str):
+def flux_scheduler(variant: str) -> Any:
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     if variant == "dev":  # dev shifts timesteps by resolution; schnell (distilled) does not
@@ -78,6 +70,8 @@ def _scheduler(variant: str):
 
 
 def build_flux(out: str | os.PathLike[str], *, variant: str = "schnell", seed: int = 0) -> pathlib.Path:
+    """A FLUX pipeline folder (save_pretrained); dev has a guidance embedding and a
+    resolution-dependent timestep shift, schnell neither."""
     import torch
     from diffusers import FluxPipeline
     from transformers import CLIPTextModel
@@ -88,13 +82,13 @@ def build_flux(out: str | os.PathLike[str], *, variant: str = "schnell", seed: i
     tok, tok2 = clip_tokenizer(), t5_tokenizer()
     torch.manual_seed(seed)
     pipe = FluxPipeline(
-        transformer=_transformer(guidance_embeds=variant == "dev"),
-        vae=_vae(),
-        text_encoder=CLIPTextModel(_clip_config(tok)),
+        transformer=flux_transformer(guidance_embeds=variant == "dev"),
+        vae=flux_vae(),
+        text_encoder=CLIPTextModel(clip_text_config(tok)),
         tokenizer=tok,
-        text_encoder_2=_t5(tok2),
+        text_encoder_2=t5_encoder(tok2),
         tokenizer_2=tok2,
-        scheduler=_scheduler(variant),
+        scheduler=flux_scheduler(variant),
     )
     pipe.save_pretrained(out)
     return out
@@ -146,66 +140,3 @@ def build_flux_lora(
         layers["text_encoder_lora_layers"] = get_peft_model_state_dict(te)
     FluxPipeline.save_lora_weights(out_file.parent, weight_name=out_file.name, **layers)
     return out_file
-
-
-def build_safety_checker(out: str | os.PathLike[str], *, flag_all: bool, seed: int = 5) -> pathlib.Path:
-    """A tiny CompVis safety checker (CLIP vision 30x30) whose concept thresholds make
-    it flag every image (``flag_all``) or none, so both outcomes can be tested."""
-    import torch
-    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
-    from transformers import CLIPConfig, CLIPImageProcessor
-
-    out = pathlib.Path(out)
-    torch.manual_seed(seed)
-    config = CLIPConfig(
-        text_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4,
-                         vocab_size=1000),
-        vision_config=dict(image_size=30, patch_size=2, hidden_size=32, intermediate_size=37,
-                           num_hidden_layers=2, num_attention_heads=4),
-        projection_dim=32,
-    )
-    model = StableDiffusionSafetyChecker(config)
-    with torch.no_grad():  # score = cosine - threshold: cosine is in [-1, 1]
-        threshold = -2.0 if flag_all else 2.0
-        model.concept_embeds_weights.fill_(threshold)
-        model.special_care_embeds_weights.fill_(threshold)
-    model.save_pretrained(out)
-    CLIPImageProcessor(size={"shortest_edge": 30}, crop_size={"height": 30, "width": 30}).save_pretrained(out)
-    return out
-
-
-# ----------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="session")
-def flux_fp8_cache(tmp_path_factory) -> pathlib.Path:
-    """Pre-quantised fp8 transformers go to a test folder, not ~/.cache."""
-    path = tmp_path_factory.mktemp("flux-fp8-cache")
-    old = os.environ.get("COGKIT_FLUX_FP8_CACHE")
-    os.environ["COGKIT_FLUX_FP8_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("COGKIT_FLUX_FP8_CACHE", None)
-    else:
-        os.environ["COGKIT_FLUX_FP8_CACHE"] = old
-
-
-@pytest.fixture(scope="session")
-def tiny_flux_schnell(tmp_path_factory) -> pathlib.Path:
-    return build_flux(tmp_path_factory.mktemp("tiny-flux") / "FLUX.1-schnell", variant="schnell")
-
-
-@pytest.fixture(scope="session")
-def tiny_flux_dev(tmp_path_factory) -> pathlib.Path:
-    return build_flux(tmp_path_factory.mktemp("tiny-flux") / "FLUX.1-dev", variant="dev", seed=1)
-
-
-@pytest.fixture(scope="session")
-def tiny_flux_lora(tmp_path_factory, tiny_flux_schnell) -> pathlib.Path:
-    return build_flux_lora(tiny_flux_schnell, tmp_path_factory.mktemp("tiny-flux-lora") / "lora.safetensors")
-
-
-@pytest.fixture(scope="session")
-def tiny_flux_te_lora(tmp_path_factory, tiny_flux_schnell) -> pathlib.Path:
-    return build_flux_lora(tiny_flux_schnell, tmp_path_factory.mktemp("tiny-flux-lora") / "te-lora.safetensors",
-                           seed=4, text_encoder=True)
