@@ -116,6 +116,7 @@ class Connection(asyncio.Protocol):
         self._idle: asyncio.TimerHandle | None = None
         self._reading_paused = False
         self._task: asyncio.Task[Any] | None = None
+        self._too_large = False
 
     # ------------------------------------------------------------------ transport events
 
@@ -148,10 +149,11 @@ class Connection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(400, b"Upgrades are not supported")
-        except httptools.HttpParserError as exc:
-            self._fail(400, b"Malformed HTTP request: " + str(exc).encode("latin-1", "replace"))
-        except _TooLarge:
-            self._fail(413, b"Request body is larger than the limit")
+        except httptools.HttpParserError as exc:  # also wraps exceptions raised by our callbacks
+            if self._too_large:
+                self._fail(413, b"Request body is larger than %d bytes" % self.max_body)
+            else:
+                self._fail(400, b"Malformed HTTP request: " + str(exc).encode("latin-1", "replace"))
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -183,6 +185,7 @@ class Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         length = self._headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
+            self._too_large = True
             raise _TooLarge()
         if self._headers.get(b"expect", b"").lower() == b"100-continue" and self.transport is not None:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -190,6 +193,7 @@ class Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
         if self._size > self.max_body:
+            self._too_large = True
             raise _TooLarge()
         self._body.append(body)
 
