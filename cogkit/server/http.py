@@ -68,7 +68,7 @@ def _head(status: int, headers: Headers, extra: bytes) -> list[bytes]:
 
 
 class Request:
-    __slots__ = ("method", "path", "headers", "body", "keep_alive", "conn", "disconnected")
+    __slots__ = ("method", "path", "headers", "body", "keep_alive", "conn", "disconnected", "streamed")
 
     def __init__(self, method: str, path: str, headers: dict[bytes, bytes], body: bytes, keep_alive: bool, conn: Connection) -> None:
         self.method = method
@@ -78,6 +78,7 @@ class Request:
         self.keep_alive = keep_alive
         self.conn = conn
         self.disconnected: asyncio.Future[None] = conn.closed
+        self.streamed = False  # a streamed response has begun: no other answer is possible
 
     def header(self, name: bytes) -> str | None:
         value = self.headers.get(name)
@@ -86,6 +87,7 @@ class Request:
     # -- streamed responses (SSE): start, write..., end
 
     def stream_start(self, status: int, headers: Headers) -> None:
+        self.streamed = True
         self.conn.write_raw(b"".join(_head(status, headers, b"transfer-encoding: chunked\r\n\r\n")))
 
     async def stream_write(self, data: bytes) -> None:
@@ -246,6 +248,9 @@ class Connection(asyncio.Protocol):
         except Exception:
             log.exception("error handling %s %s", request.method, request.path)
             result = (500, [(b"content-type", b"text/plain; charset=utf-8")], b"Internal Server Error")
+            if request.streamed:  # too late for a 500: end the connection instead
+                result = None
+                request.keep_alive = False
         self._busy = False
         self._task = None
         if result is not None:
