@@ -63,7 +63,10 @@ class OutputEncoder:
         files: list[FileOutput] = []
         _collect(value, files)
         try:
-            urls = await asyncio.gather(*(self._encode_file(f, prediction_id) for f in files))
+            if len(files) == 1:  # the common case: no gather, no extra task
+                urls = [await self._encode_file(files[0], prediction_id)]
+            else:
+                urls = await asyncio.gather(*(self._encode_file(f, prediction_id) for f in files))
         finally:
             for f in files:
                 if f.owned:
