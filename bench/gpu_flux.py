@@ -36,13 +36,10 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FLUX_DIR = os.path.join(REPO, "models", "flux")
-sys.path.insert(0, REPO)
-sys.path.insert(0, FLUX_DIR)
+import _gpu  # first: the checkout on sys.path, the Hub offline
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the device machine has no network: never try the Hub
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+FLUX_DIR = os.path.join(_gpu.REPO, "models", "flux")
+sys.path.insert(0, FLUX_DIR)
 
 TRANSFORMER_FULL = dict(  # FLUX.1 [dev]; [schnell] is the same without guidance_embeds
     patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
@@ -63,8 +60,7 @@ GOALS = {("schnell", "fp8-compiled"): 0.35, ("schnell", "compiled"): 0.50, ("sch
          ("dev", "fp8-compiled"): 2.0}
 
 
-def log(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+log = _gpu.make_log("gpu_flux", sys.stderr)  # stdout carries the JSON
 
 
 def build_pipeline(tiny: bool, plan):
@@ -242,11 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"(setup {r['setup_s']:.1f}s, fp8 transformer {r['fp8_build_s']:.1f}s)"
                 + (", goal <= 15s" if label == "warm" and not args.tiny else ""))
 
-    text = json.dumps(results, indent=2)
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
-    print(text)
+    _gpu.write_json(args.json, results)
+    print(json.dumps(results, indent=2))
     return 0
 
 

@@ -34,11 +34,7 @@ import sys
 import time
 from typing import Any
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+import _gpu  # first: the checkout on sys.path, the Hub offline
 
 LLAMA3_8B = dict(
     vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
@@ -157,11 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     from cogkit.ml.fp8 import fp8_matmul_supported, quantize_linears
     from cogkit.ml.llm_engine import LLMEngine
 
-    t_start = time.perf_counter()
-
-    def log(msg: str) -> None:
-        print(f"{time.perf_counter() - t_start:7.1f}s {msg}", flush=True)
-
+    log = _gpu.make_log("gpu_llama")
     device = args.device or ("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     args.prompt_tokens = args.prompt_tokens or (20 if args.tiny else 200)
     args.new_tokens = args.new_tokens or (32 if args.tiny else 256)
@@ -201,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     engine.close()
 
     fp8 = args.fp8 == "on" or (args.fp8 == "auto" and fp8_matmul_supported(device))
-    if fp8 and time.perf_counter() - t_start < args.budget_s:
+    if fp8 and not _gpu.over_budget(log, args.budget_s, "fp8"):
         del engine
         torch._dynamo.reset()
         if device == "cuda":
@@ -210,14 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         engine = engine_for("fp8")
         results["cases"].append(measure(engine, args, cfg["vocab_size"], "fp8 weights", log))
         engine.close()
-    elif fp8:
-        log("fp8 skipped: time budget spent")
-    else:
+    elif not fp8:
         log(f"fp8 skipped: no fp8 matmuls on {card} (needs CUDA sm_89+)")
-    results["total_s"] = round(time.perf_counter() - t_start, 1)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=2)
+    results["total_s"] = round(time.perf_counter() - log.start, 1)
+    _gpu.write_json(args.json, results)
     print(json.dumps(results, indent=2))
     return 0
 

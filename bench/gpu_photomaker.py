@@ -24,20 +24,15 @@ part alone (prepare, text encoders, ID encoder), and peak GPU memory.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.join(REPO, "bench"))
-sys.path.insert(0, os.path.join(REPO, "models", "photomaker"))
+import _gpu  # first: the checkout on sys.path, the Hub offline
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+sys.path.insert(0, os.path.join(_gpu.REPO, "models", "photomaker"))
 
 # PhotoMaker v1's ID encoder tower (CLIP ViT-L/14); --tiny uses the tiny checkpoint's (cogkit/ml/tiny/photomaker.py)
 VISION_FULL = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
@@ -136,28 +131,21 @@ def time_case(engine, faces: list[str], runs: int, plan) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="tiny random configs (CPU smoke test)")
-    ap.add_argument("--no-compile", action="store_true", help="eager only")
-    ap.add_argument("--compile-backend", default=None, help="torch.compile backend (default inductor)")
-    ap.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
+    _gpu.add_compile_args(ap)
     ap.add_argument("--budget-s", type=float, default=420.0, help="start no new case after this many seconds")
     ap.add_argument("--runs", type=int, default=5, help="timed runs per case")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
-    start = time.perf_counter()
-
-    def log(msg):
-        print(f"[gpu_photomaker {time.perf_counter() - start:6.1f}s] {msg}", flush=True)
+    log = _gpu.make_log("gpu_photomaker")
 
     import torch
 
-    from cogkit.ml.compile import compile_module
-    from cogkit.ml.device import plan_device
+    from cogkit.ml.compile import compile_unet_pipeline
 
-    plan = plan_device()
-    card = torch.cuda.get_device_name(0) if plan.device == "cuda" else "CPU"
-    if plan.device != "cuda" and not args.tiny:
-        log("no CUDA device: the full-size run needs a GPU (use --tiny for a CPU smoke test)")
+    planned = _gpu.plan_or_refuse(args.tiny, log)
+    if planned is None:
         return 2
+    plan, card = planned
     engine, fuse_s = build_engine(args.tiny, plan, log)
     results = {"card": card, "device": plan.device, "dtype": str(plan.dtype), "tiny": args.tiny,
                "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "lora_fuse_s": round(fuse_s, 2),
@@ -168,13 +156,10 @@ def main(argv=None) -> int:
         for label, compiled in passes:
             if compiled:
                 t0 = time.perf_counter()
-                compile_module(engine.pipe.unet, regional=True, mode=args.compile_mode, backend=args.compile_backend)
-                compile_module(engine.pipe.vae.decoder, regional=False, mode=args.compile_mode,
-                               backend=args.compile_backend)
+                compile_unet_pipeline(engine.pipe, mode=args.compile_mode, backend=args.compile_backend)
                 log(f"compile set up in {time.perf_counter() - t0:.1f}s (compiles on first call)")
             for count in (1, 4):
-                if time.perf_counter() - start > args.budget_s:
-                    log(f"budget of {args.budget_s:.0f}s spent: skipping {label} with {count} ID image(s)")
+                if _gpu.over_budget(log, args.budget_s, f"{label} with {count} ID image(s)"):
                     results["runs"].append(dict(case=f"{count} ID image(s)", variant=label, skipped="time budget"))
                     continue
                 r = time_case(engine, faces[:count], args.runs, plan)
@@ -186,20 +171,18 @@ def main(argv=None) -> int:
                     f"prompt+ID {r['prompt_id_ms']:.1f} ms  (first call {r['first_call_s']:.1f}s)"
                     + ("" if r["goal_ms"] is None else
                        f"  goal <= {GOAL_MS} ms: {'met' if r['meets_goal'] else 'NOT met'}"))
-    print("\n| variant | case | median ms | it/s | prompt+ID ms | first call s | peak GiB | goal |")
-    print("|---|---|---|---|---|---|---|---|")
+    rows = []
     for r in results["runs"]:
         if "skipped" in r:
-            print(f"| {r['variant']} | {r['case']} | skipped ({r['skipped']}) | | | | | |")
+            rows.append([r["variant"], r["case"], f"skipped ({r['skipped']})", "", "", "", "", ""])
             continue
         goal = "" if r["goal_ms"] is None else f"<= {r['goal_ms']} ms: {'met' if r['meets_goal'] else 'not met'}"
-        print(f"| {r['variant']} | {r['case']} | {r['median_ms']} | {r['it_per_s']} | {r['prompt_id_ms']} | "
-              f"{r['first_call_s']} | {r['peak_gib'] if r['peak_gib'] is not None else ''} | {goal} |")
+        rows.append([r["variant"], r["case"], r["median_ms"], r["it_per_s"], r["prompt_id_ms"], r["first_call_s"],
+                     r["peak_gib"], goal])
+    _gpu.print_table(["variant", "case", "median ms", "it/s", "prompt+ID ms", "first call s", "peak GiB", "goal"], rows)
     print(f"\ncard: {card}, dtype {plan.dtype}, torch {torch.__version__}, LoRA fuse {fuse_s:.2f}s, "
-          f"total {time.perf_counter() - start:.0f}s")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+          f"total {time.perf_counter() - log.start:.0f}s")
+    _gpu.write_json(args.json, results)
     return 0
 
 

@@ -22,17 +22,11 @@ stops starting new cases after --budget-s seconds so it fits a short device slot
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+import _gpu  # first: the checkout on sys.path, the Hub offline
 
 UNET_FULL = dict(
     sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
@@ -130,28 +124,22 @@ def time_case(pipe, case, plan) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="tiny random configs (CPU smoke test)")
-    ap.add_argument("--no-compile", action="store_true", help="eager only")
-    ap.add_argument("--compile-backend", default=None, help="torch.compile backend (default inductor)")
-    ap.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
+    _gpu.add_compile_args(ap)
     ap.add_argument("--budget-s", type=float, default=420.0, help="start no new case after this many seconds")
     ap.add_argument("--runs", type=int, default=None, help="timed runs per case (default 3/10/5)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
-    start = time.perf_counter()
-
-    def log(msg):
-        print(f"[gpu_sdxl {time.perf_counter() - start:6.1f}s] {msg}", flush=True)
+    log = _gpu.make_log("gpu_sdxl")
 
     import torch
 
-    from cogkit.ml.compile import compile_module
-    from cogkit.ml.device import apply_speedups, plan_device
+    from cogkit.ml.compile import compile_unet_pipeline
+    from cogkit.ml.device import apply_speedups
 
-    plan = plan_device()
-    card = torch.cuda.get_device_name(0) if plan.device == "cuda" else "CPU"
-    if plan.device != "cuda" and not args.tiny:
-        log("no CUDA device: the full-size run needs a GPU (use --tiny for a CPU smoke test)")
+    planned = _gpu.plan_or_refuse(args.tiny, log)
+    if planned is None:
         return 2
+    plan, card = planned
     pipe = build_pipeline(args.tiny, plan, log)
     done = apply_speedups(pipe, plan)
     results = {"card": card, "device": plan.device, "dtype": str(plan.dtype), "tiny": args.tiny,
@@ -160,14 +148,12 @@ def main(argv=None) -> int:
     for label, compiled in passes:
         if compiled:
             t0 = time.perf_counter()
-            compile_module(pipe.unet, regional=True, mode=args.compile_mode, backend=args.compile_backend)
-            compile_module(pipe.vae.decoder, regional=False, mode=args.compile_mode, backend=args.compile_backend)
+            compile_unet_pipeline(pipe, mode=args.compile_mode, backend=args.compile_backend)
             log(f"compile set up in {time.perf_counter() - t0:.1f}s (compiles on first call)")
         for case in cases(args.tiny):
             if args.runs:
                 case["runs"] = args.runs
-            if time.perf_counter() - start > args.budget_s:
-                log(f"budget of {args.budget_s:.0f}s spent: skipping {label} {case['name']}")
+            if _gpu.over_budget(log, args.budget_s, f"{label} {case['name']}"):
                 results["runs"].append(dict(case=case["name"], variant=label, skipped="time budget"))
                 continue
             r = time_case(pipe, case, plan)
@@ -176,18 +162,16 @@ def main(argv=None) -> int:
             log(f"{label:8s} {r['case']:28s} median {r['median_ms']:9.1f} ms  {r['it_per_s']:7.2f} it/s  "
                 f"(first call {r['first_call_s']:.1f}s)" + ("" if r["goal_ms"] is None else
                 f"  goal <= {r['goal_ms']} ms: {'met' if r['meets_goal'] else 'NOT met'}"))
-    print("\n| variant | case | median ms | it/s | first call s | goal |")
-    print("|---|---|---|---|---|---|")
+    rows = []
     for r in results["runs"]:
         if "skipped" in r:
-            print(f"| {r['variant']} | {r['case']} | skipped ({r['skipped']}) | | | |")
+            rows.append([r["variant"], r["case"], f"skipped ({r['skipped']})", "", "", ""])
             continue
         goal = "" if r["goal_ms"] is None else f"<= {r['goal_ms']} ms: {'met' if r['meets_goal'] else 'not met'}"
-        print(f"| {r['variant']} | {r['case']} | {r['median_ms']} | {r['it_per_s']} | {r['first_call_s']} | {goal} |")
-    print(f"\ncard: {card}, dtype {plan.dtype}, torch {torch.__version__}, total {time.perf_counter() - start:.0f}s")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+        rows.append([r["variant"], r["case"], r["median_ms"], r["it_per_s"], r["first_call_s"], goal])
+    _gpu.print_table(["variant", "case", "median ms", "it/s", "first call s", "goal"], rows)
+    print(f"\ncard: {card}, dtype {plan.dtype}, torch {torch.__version__}, total {time.perf_counter() - log.start:.0f}s")
+    _gpu.write_json(args.json, results)
     return 0
 
 

@@ -24,6 +24,7 @@ Modules and their main functions:
   COG_WEIGHTS; ``one_copy=True`` fetches one copy of a diffusers repo), ``diffusers_variant(folder)``,
   ``download_url``, ``hf_snapshot``, ``check_safetensors``, ``WeightsError``.
 * ``cogkit.ml.compile``: ``compile_module(module, regional=True)``,
+  ``compile_unet_pipeline(pipe)`` (UNet regional + whole VAE decoder; COGKIT_COMPILE_BACKEND),
   ``set_cache_dir(path)``, ``warm_up(fn, runs=)``.
 * ``cogkit.ml.fp8``: ``quantize_linears(model, granularity="tensor"|"row")``,
   ``FP8Linear``, ``fp8_matmul_supported(device)``, ``quantize_weight``.

@@ -19,7 +19,6 @@ COGKIT_COMPILE_BACKEND, COGKIT_COMPILE_CACHE, COGKIT_DEVICE / COGKIT_DTYPE
 from __future__ import annotations
 
 import dataclasses
-import os
 import pathlib
 import time
 from typing import Any
@@ -152,11 +151,9 @@ class PhotoMakerEngine:
         return engine
 
     def compile_and_warm_up(self) -> None:
-        from cogkit.ml.compile import compile_module, warm_up
+        from cogkit.ml.compile import compile_unet_pipeline, warm_up
 
-        backend = os.environ.get("COGKIT_COMPILE_BACKEND") or None
-        compile_module(self.pipe.unet, regional=True, backend=backend)
-        compile_module(self.pipe.vae.decoder, regional=False, backend=backend)
+        compile_unet_pipeline(self.pipe)
         face = Image.new("RGB", (self.id_encoder.image_size,) * 2, (128, 128, 128))
         prep = self.prepare_text(Request(images=[]), 1)
         prep.images = [face]

@@ -184,11 +184,9 @@ class SDXLEngine:
     def _compile_and_warm_up(self) -> None:
         """Regional compile of the UNet (its repeated transformer blocks) and the VAE
         decoder, then one short generation so the first request does not pay for it."""
-        from cogkit.ml.compile import compile_module, warm_up
+        from cogkit.ml.compile import compile_unet_pipeline, warm_up
 
-        backend = os.environ.get("COGKIT_COMPILE_BACKEND") or None
-        compile_module(self.base.unet, regional=True, backend=backend)
-        compile_module(self.base.vae.decoder, regional=False, backend=backend)
+        compile_unet_pipeline(self.base)
         size = MODES[self.weights_mode]["size"] if self.plan.device == "cuda" else 64
         warm_up(lambda: self.base("warm-up", width=size, height=size, num_inference_steps=2,
                                   guidance_scale=MODES[self.weights_mode]["guidance"], output_type="pil"),
