@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cogkit.ml.lora import LoraError, adapter_name, content_hash
 from cogkit.ml.tiny.flux import build_flux_lora
 from tests.tiny_models import (  # noqa: F401  (fixtures)
     flux_fp8_cache,
@@ -67,7 +68,7 @@ def test_lora_load_scale_unload(engine, tiny_flux_schnell, tiny_flux_lora, tiny_
     assert biggest(run(engine, go_fast=False), base) == 0  # unloaded: exactly the base model again
     assert engine.loras.active is None
     has_te = which == "with_text_encoder"
-    name = "lora_" + __import__("flux_lora").content_hash(lora)[:16]
+    name = adapter_name(lora)
     assert engine.loras.loaded[name] is has_te
 
 
@@ -98,8 +99,6 @@ def test_go_fast_merges_the_lora_and_unmerges_it(engine, tiny_flux_lora) -> None
 
 
 def test_loras_are_cached_by_content_and_evicted(engine, tiny_flux_schnell, tiny_flux_lora, tmp_path, capfd) -> None:
-    from flux_lora import content_hash
-
     copy = tmp_path / "renamed" / "my-style.safetensors"
     copy.parent.mkdir()
     shutil.copy(tiny_flux_lora, copy)
@@ -141,17 +140,7 @@ def test_lora_source_errors(engine, tmp_path, tiny_flux_schnell) -> None:
     assert biggest(run(engine, go_fast=False), run(engine, go_fast=False)) == 0
 
 
-def test_hugging_face_url_forms() -> None:
-    from flux_lora import _HF_URL
-
-    assert _HF_URL.match("huggingface.co/owner/repo").groups() == ("owner/repo", None)
-    assert _HF_URL.match("https://huggingface.co/owner/repo/style.safetensors").groups() == ("owner/repo", "style.safetensors")
-    assert _HF_URL.match("https://huggingface.co/owner/repo/resolve/main/x.safetensors") is None  # a plain URL
-
-
 def test_a_failed_load_leaves_the_previous_lora_active(engine, tiny_flux_lora, tmp_path) -> None:
-    from flux_lora import LoraError
-
     with_lora = run(engine, go_fast=False, lora_weights=str(tiny_flux_lora))
     bad = tmp_path / "broken.safetensors"
     bad.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")

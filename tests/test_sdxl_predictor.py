@@ -272,19 +272,35 @@ def test_lora_hot_swap(predictor, tiny_sdxl_lora, capfd):
     assert err.count("LoRA lora_") == 1  # loaded once, then only re-activated
 
 
-def test_lora_from_url(predictor, tiny_sdxl_lora, tmp_path, monkeypatch):
+def test_lora_from_url(predictor, tiny_sdxl_lora, tmp_path, monkeypatch, capfd):
     import http.server
     import threading
 
+    from cogkit.ml.lora import adapter_name
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # keep stderr to what the predictor logs
+            pass
+
     monkeypatch.setenv("COGKIT_WEIGHTS_CACHE", str(tmp_path / "cache"))
-    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(tiny_sdxl_lora.parent), **k)  # noqa: E731
+    handler = lambda *a, **k: Quiet(*a, directory=str(tiny_sdxl_lora.parent), **k)  # noqa: E731
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{srv.server_address[1]}/{tiny_sdxl_lora.name}"
+        capfd.readouterr()
         (a,) = run(predictor, seed=21, lora_weights=url, lora_scale=1.0)
+        assert "downloaded pytorch_lora_weights.safetensors" in capfd.readouterr().err
         (b,) = run(predictor, seed=21, lora_weights=str(tiny_sdxl_lora), lora_scale=1.0)
         assert_same(a, b)
+        (c,) = run(predictor, seed=21, lora_weights=url, lora_scale=1.0)
+        err = capfd.readouterr().err
+        assert "cache hit" in err and err.count("LoRA lora_") == 0  # the cached file, the same adapter
+        assert_same(a, c)
+        # adapters are named by content: the URL and the local file are one adapter
+        assert list(predictor.engine._adapters).count(adapter_name(tiny_sdxl_lora)) == 1
+        with pytest.raises(ValueError, match="^lora_weights: .*answered HTTP 404"):
+            run(predictor, lora_weights=url.replace("pytorch", "missing"))
     finally:
         srv.shutdown()
         srv.server_close()

@@ -23,6 +23,9 @@ Modules and their main functions:
   tar/file with parallel ranged download + cache + checks, Hugging Face repo id;
   COG_WEIGHTS; ``one_copy=True`` fetches one copy of a diffusers repo), ``diffusers_variant(folder)``,
   ``download_url``, ``hf_snapshot``, ``check_safetensors``, ``WeightsError``.
+* ``cogkit.ml.lora``: ``resolve_lora_file(spec)`` (local file/folder, http(s) URL via the
+  weights cache, Hugging Face repo -> one ``.safetensors`` file), ``content_hash(file)``,
+  ``adapter_name(file)`` (adapters named by content), ``LoraError`` (an InputError).
 * ``cogkit.ml.compile``: ``compile_module(module, regional=True)``,
   ``compile_unet_pipeline(pipe)`` (UNet regional + whole VAE decoder; COGKIT_COMPILE_BACKEND),
   ``set_cache_dir(path)``, ``warm_up(fn, runs=)``.

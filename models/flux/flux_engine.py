@@ -59,7 +59,7 @@ from cogkit.ml.seeds import generators, resolve_seed
 from cogkit.ml.weights import WeightsError, resolve_weights
 
 import flux_sizes as sizes
-from flux_lora import LoraError, LoraSet, merge_into
+from flux_lora import LoraSet, merge_into
 
 DEFAULT_WEIGHTS = "black-forest-labs/FLUX.1-schnell"
 # BFL's Hub repos hold the diffusers folders and BFL's single-file checkpoints (another
@@ -349,10 +349,7 @@ class FluxEngine:
         """Run one request; returns PIL images (no safety check, nothing written)."""
         prepared = self.prepare(req)
         kind, args = prepared["kind"], prepared["args"]
-        try:
-            self.loras.activate(req.lora_weights, req.lora_scale)
-        except LoraError as exc:
-            raise InputError(str(exc)) from None
+        self.loras.activate(req.lora_weights, req.lora_scale)  # a LoraError is an InputError
         fast = bool(req.go_fast and self.fast is not None)
         if req.go_fast and self.fast is None and not quiet:
             log("[flux] go_fast: not available in this setup; running the bf16 path")

@@ -1,12 +1,6 @@
-"""FLUX LoRAs: where they come from, and how each transformer gets them.
+"""FLUX LoRAs: how each transformer gets them (where they come from, and their
+content-hash adapter names, is cogkit.ml.lora, shared with SDXL).
 
-* ``resolve_lora_file(spec)``: a local file or folder, an http(s) URL (a .safetensors
-  file or a tar holding one; downloaded once into the weights cache), a Hugging Face
-  repo (``owner/name``, ``huggingface.co/owner/name[/file.safetensors]``) -> one local
-  ``.safetensors`` file.
-* ``content_hash(file)``: sha256 of the file's bytes (memoised by path, size and
-  mtime). Adapters are named after it, so the same LoRA reached through two URLs is
-  loaded once, and a changed file under the same URL is loaded again.
 * ``LoraSet``: the LoRAs of the bf16 pipeline, hot-swapped as PEFT adapters (up to
   ``max_loaded`` kept in memory, least recently used evicted); a request without a
   LoRA disables them, which gives exactly the base model's numbers.
@@ -20,75 +14,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import hashlib
-import pathlib
-import re
 import time
 import warnings
 from collections.abc import Iterator
 from typing import Any
 
 from cogkit.ml.logs import log
-
-_HF_URL = re.compile(r"^(?:https?://)?(?:www\.)?huggingface\.co/([\w.-]+/[\w.-]+)(?:/(?!resolve/|blob/)(.+\.safetensors))?/?$")
-_PREFERRED = ("pytorch_lora_weights.safetensors", "lora.safetensors")
-_hashes: dict[tuple[str, int, int], str] = {}
-
-
-class LoraError(ValueError):
-    """A LoRA that cannot be found or loaded; the message names the input."""
-
-
-def _pick_file(folder: pathlib.Path, wanted: str | None = None) -> pathlib.Path:
-    files = sorted(p for p in folder.rglob("*.safetensors") if p.is_file())
-    if wanted:
-        for p in files:
-            if p.relative_to(folder).as_posix() == wanted or p.name == wanted:
-                return p
-        raise LoraError(f"lora_weights: {wanted!r} is not in {folder}")
-    if len(files) == 1:
-        return files[0]
-    for name in _PREFERRED:
-        for p in files:
-            if p.name == name:
-                return p
-    if not files:
-        raise LoraError(f"lora_weights: no .safetensors file in {folder}")
-    names = ", ".join(p.relative_to(folder).as_posix() for p in files[:8])
-    raise LoraError(f"lora_weights: {folder} holds several .safetensors files ({names}); name one of them")
-
-
-def resolve_lora_file(spec: str) -> pathlib.Path:
-    from cogkit.ml.weights import WeightsError, hf_snapshot, resolve_weights
-
-    spec = spec.strip()
-    if not spec:
-        raise LoraError("lora_weights: empty")
-    try:
-        hf = _HF_URL.match(spec)
-        if hf:
-            folder = hf_snapshot(hf.group(1), allow_patterns=["*.safetensors"])
-            return _pick_file(folder, hf.group(2))
-        path = resolve_weights(spec)
-    except WeightsError as exc:
-        raise LoraError("lora_weights: " + str(exc).removeprefix("weights: ")) from None
-    if path.is_dir():
-        return _pick_file(path)
-    if path.suffix != ".safetensors":
-        raise LoraError(f"lora_weights: {path.name} is not a .safetensors file")
-    return path
-
-
-def content_hash(path: pathlib.Path) -> str:
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _hashes:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(8 << 20), b""):
-                h.update(block)
-        _hashes[key] = h.hexdigest()
-    return _hashes[key]
+from cogkit.ml.lora import LoraError, adapter_name, resolve_lora_file
 
 
 @contextlib.contextmanager
@@ -125,7 +57,7 @@ class LoraSet:
                 self.active = None
             return None
         path = resolve_lora_file(spec)
-        name = "lora_" + content_hash(path)[:16]
+        name = adapter_name(path)
         if name not in self.loaded:
             while len(self.loaded) >= self.max_loaded:
                 old, _ = self.loaded.popitem(last=False)

@@ -64,7 +64,8 @@ class Predictor(BasePredictor):
             description="LoRA additive scale. Only applicable on trained models.", default=0.6, ge=0, le=1
         ),
         lora_weights: str = Input(
-            description="LoRA weights: a local path or an http(s) URL to a .safetensors file or a tar holding one",
+            description="LoRA weights: a local path, an http(s) URL to a .safetensors file (or a tar holding one), "
+                        "or a Hugging Face repo ('owner/name' or 'huggingface.co/owner/name[/file.safetensors]')",
             default=None,
         ),
         disable_safety_checker: bool = Input(

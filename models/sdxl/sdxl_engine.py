@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -48,6 +47,7 @@ from cogkit.ml.device import apply_speedups, configure_vae, plan_device
 from cogkit.ml.env import env_flag
 from cogkit.ml.errors import InputError
 from cogkit.ml.logs import log
+from cogkit.ml.lora import adapter_name, resolve_lora_file
 from cogkit.ml.progress import DenoiseProgress, quiet_libraries, quiet_pipeline
 from cogkit.ml.safety import filter_nsfw, load_safety_checker
 from cogkit.ml.schedulers import make_scheduler
@@ -321,11 +321,8 @@ class SDXLEngine:
             names.append("lcm")
             scales.append(1.0)
         if lora_weights:
-            try:
-                path = resolve_weights(lora_weights)
-            except WeightsError as exc:
-                raise InputError(str(exc).replace("weights:", "lora_weights:", 1)) from None
-            name = "lora_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+            path = resolve_lora_file(lora_weights)
+            name = adapter_name(path)  # by content: one adapter per LoRA, whatever path or URL named it
             if name not in self._adapters:
                 while len(self._adapters) >= MAX_USER_LORAS:
                     old, _ = self._adapters.popitem(last=False)
