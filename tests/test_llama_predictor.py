@@ -268,6 +268,18 @@ def test_setup_reads_cog_weights(tiny_llama_dir, monkeypatch) -> None:
         p.engine.close()
 
 
+def test_no_weights_means_the_default_which_offline_fails_at_once(monkeypatch) -> None:
+    from cogkit.ml.weights import WeightsError
+
+    monkeypatch.delenv("COG_WEIGHTS", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    p = load_predictor_class()()
+    with pytest.raises(WeightsError, match="Hugging Face repo 'meta-llama/Llama-3.1-8B-Instruct' is not in the "
+                                           "local cache and HF_HUB_OFFLINE=1 forbids downloading it"):
+        p.setup()  # before any device or model work
+    assert not hasattr(p, "engine")
+
+
 def test_setup_with_a_bad_weights_folder_fails_clearly(tmp_path) -> None:
     p = load_predictor_class()()
     with pytest.raises(Exception, match="not a transformers causal-LM folder .*missing config.json"):

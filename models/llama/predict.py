@@ -3,7 +3,9 @@ concurrent requests batched together (continuous batching).
 
 Weights: a local ``save_pretrained`` folder of any transformers causal LM (with its
 tokenizer, ideally with a chat template), an http(s) tar of one, or a Hugging Face
-repo id, given as ``setup(weights)`` / COG_WEIGHTS.
+repo id, given as ``setup(weights)`` / COG_WEIGHTS; default meta-llama/Llama-3.1-8B-Instruct
+(gated on the Hub: an HF_TOKEN with access; with HF_HUB_OFFLINE=1 only a cached copy counts,
+so an offline machine without one fails at once, naming it).
 
 Environment knobs (all optional): COG_MAX_CONCURRENCY (batch slots; default 16,
 as in cog.yaml), COGKIT_LLM_MAX_SEQ_LEN (KV-cache positions per slot, i.e. the
@@ -23,6 +25,9 @@ from typing import Any
 
 from cogkit import AsyncConcatenateIterator, BasePredictor, Input, Path, current_scope, streaming
 
+DEFAULT_WEIGHTS = "meta-llama/Llama-3.1-8B-Instruct"
+# A Hub repo may hold the weights twice (Meta's original/*.pth, 16 GB, pytorch_model*.bin): safetensors only.
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.jinja", "*.txt"]  # configs, weights, tokenizers
 DEFAULT_SLOTS = 16  # keep equal to concurrency.max in cog.yaml
 DEFAULT_MAX_SEQ_LEN = 4096
 DEFAULT_MAX_NEW_TOKENS = 128
@@ -39,9 +44,9 @@ class Predictor(BasePredictor):
         from cogkit.ml.llm_engine import LLMEngine
         from cogkit.ml.weights import resolve_weights
 
+        folder = resolve_weights(weights, default=DEFAULT_WEIGHTS, allow_patterns=HUB_PATTERNS)  # fails fast
         plan = plan_device()
         set_global_flags(plan)
-        folder = resolve_weights(weights)
         slots = env_int("COG_MAX_CONCURRENCY", DEFAULT_SLOTS) or DEFAULT_SLOTS
         max_seq_len = env_int("COGKIT_LLM_MAX_SEQ_LEN", DEFAULT_MAX_SEQ_LEN)
         fp8 = bool(env_flag("COGKIT_LLM_FP8"))
