@@ -6,7 +6,8 @@ no network; every bench builds random weights). Then:
 
 * ``make_log(name)``: a ``log(msg)`` that prefixes the bench's name and the seconds
   since it started; ``log.start`` is that start (perf_counter).
-* ``add_compile_args(parser)``: --no-compile, --compile-backend, --compile-mode.
+* ``add_common_args(parser, runs=, runs_help=)``: the diffusion benches' options:
+  --tiny, --no-compile, --compile-backend, --compile-mode, --budget-s, --runs, --json.
 * ``plan_or_refuse(tiny, log)``: cogkit.ml.device's plan and the card's name, or None
   (with the reason logged) for a full-size run without CUDA.
 * ``over_budget(log, budget_s, what)``: True (logged) once ``budget_s`` seconds are
@@ -46,10 +47,14 @@ def make_log(name: str, stream: Any = None) -> Log:
     return Log(name, stream)
 
 
-def add_compile_args(parser: argparse.ArgumentParser) -> None:
+def add_common_args(parser: argparse.ArgumentParser, *, runs: int | None, runs_help: str) -> None:
+    parser.add_argument("--tiny", action="store_true", help="tiny random configs (CPU smoke test)")
     parser.add_argument("--no-compile", action="store_true", help="eager only")
     parser.add_argument("--compile-backend", default=None, help="torch.compile backend (default inductor)")
     parser.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
+    parser.add_argument("--budget-s", type=float, default=420.0, help="start no new case after this many seconds")
+    parser.add_argument("--runs", type=int, default=runs, help=runs_help)
+    parser.add_argument("--json", help="also write the results here")
 
 
 def plan_or_refuse(tiny: bool, log: Callable[[str], None]) -> tuple[Any, str] | None:

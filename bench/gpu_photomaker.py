@@ -130,11 +130,7 @@ def time_case(engine, faces: list[str], runs: int, plan) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tiny", action="store_true", help="tiny random configs (CPU smoke test)")
-    _gpu.add_compile_args(ap)
-    ap.add_argument("--budget-s", type=float, default=420.0, help="start no new case after this many seconds")
-    ap.add_argument("--runs", type=int, default=5, help="timed runs per case")
-    ap.add_argument("--json", help="also write the results here")
+    _gpu.add_common_args(ap, runs=5, runs_help="timed runs per case")
     args = ap.parse_args(argv)
     log = _gpu.make_log("gpu_photomaker")
 

@@ -256,3 +256,22 @@ def test_diffusers_variant(tmp_path):
     (plain / "unet").mkdir(parents=True)
     (plain / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"")
     assert W.diffusers_variant(plain) is None
+
+
+def test_resolve_optional_extra(tmp_path, monkeypatch, capfd):
+    root, elsewhere = tmp_path / "weights", tmp_path / "elsewhere"
+    (root / "refiner").mkdir(parents=True)
+    elsewhere.mkdir()
+    monkeypatch.setenv("COGKIT_TEST_EXTRA", str(elsewhere))
+    assert W.resolve_optional(root, "refiner", "COGKIT_TEST_EXTRA", "acme/refiner", tag="t") == root / "refiner"
+    # not in the weights folder (or no weights folder): the environment variable, then the default
+    assert W.resolve_optional(root, "lcm-lora", "COGKIT_TEST_EXTRA", "acme/lcm", tag="t") == elsewhere
+    assert W.resolve_optional(None, "refiner", "COGKIT_TEST_EXTRA", "acme/refiner", tag="t") == elsewhere
+    monkeypatch.delenv("COGKIT_TEST_EXTRA")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    capfd.readouterr()
+    assert W.resolve_optional(root, "lcm-lora", "COGKIT_TEST_EXTRA", "acme/no-such-lcm", tag="t") is None
+    err = capfd.readouterr().err
+    assert "[t] lcm-lora: not available (weights: Hugging Face repo 'acme/no-such-lcm' is not in the local cache" in err
+    assert W.resolve_optional(root, "x", "COGKIT_TEST_EXTRA", "acme/x", tag="t", label="the x") is None
+    assert "[t] the x: not available" in capfd.readouterr().err

@@ -21,7 +21,9 @@ Modules and their main functions:
   trailing=False)``, ``scheduler_name(scheduler)``.
 * ``cogkit.ml.weights``: ``resolve_weights(weights, default=)`` (local path, http(s)
   tar/file with parallel ranged download + cache + checks, Hugging Face repo id;
-  COG_WEIGHTS; ``one_copy=True`` fetches one copy of a diffusers repo), ``diffusers_variant(folder)``,
+  COG_WEIGHTS; ``one_copy=True`` fetches one copy of a diffusers repo), ``resolve_optional(root,
+  folder, env_var, default, tag=)`` (an optional extra: ``<root>/<folder>``, the env variable, the
+  default id; None, logged, when unavailable), ``diffusers_variant(folder)``,
   ``download_url``, ``hf_snapshot``, ``check_safetensors``, ``WeightsError``.
 * ``cogkit.ml.lora``: ``resolve_lora_file(spec)`` (local file/folder, http(s) URL via the
   weights cache, Hugging Face repo -> one ``.safetensors`` file), ``content_hash(file)``,

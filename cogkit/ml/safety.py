@@ -15,7 +15,6 @@ setup when they are not; the model then runs unfiltered.
 
 from __future__ import annotations
 
-import os
 import pathlib
 from typing import Any
 
@@ -56,22 +55,10 @@ class SafetyChecker:
         return [bool(x) for x in has_nsfw]
 
 
-def find_safety_checker(root: pathlib.Path | None, env_var: str, tag: str) -> pathlib.Path | None:
-    """The checker's folder (see the module docstring for the order), or None."""
-    from cogkit.ml.weights import WeightsError, resolve_weights
-
-    if root is not None and (root / FOLDER).is_dir():
-        return root / FOLDER
-    source = os.environ.get(env_var, "").strip() or DEFAULT
-    try:
-        return resolve_weights(source, one_copy=True)
-    except WeightsError as exc:
-        log(f"[{tag}] safety checker: not available ({exc})")
-        return None
-
-
 def load_safety_checker(root: pathlib.Path | None, env_var: str, plan: DevicePlan, tag: str) -> SafetyChecker | None:
-    path = find_safety_checker(root, env_var, tag)
+    from cogkit.ml.weights import resolve_optional
+
+    path = resolve_optional(root, FOLDER, env_var, DEFAULT, tag=tag, label="safety checker")
     if path is None:
         log(f"[{tag}] safety checker: weights not available; skipping NSFW filtering "
             "(disable_safety_checker has no effect)")

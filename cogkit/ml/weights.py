@@ -115,6 +115,24 @@ def resolve_weights(
     )
 
 
+def resolve_optional(
+    root: pathlib.Path | None, folder: str, env_var: str, default: str, *, tag: str, label: str | None = None
+) -> pathlib.Path | None:
+    """An optional extra a model runs without (a refiner, a safety checker, ...):
+    ``<root>/<folder>`` when it exists, else the source in ``env_var``, else ``default``
+    (a Hugging Face id: with HF_HUB_OFFLINE=1 only a cached copy; one copy of the
+    weights is fetched). None, logged as ``[tag] label: not available (why)``, when
+    none resolves."""
+    if root is not None and (root / folder).exists():
+        return root / folder
+    source = os.environ.get(env_var, "").strip() or default
+    try:
+        return resolve_weights(source, one_copy=True)
+    except WeightsError as exc:
+        log(f"[{tag}] {label or folder}: not available ({exc})")
+        return None
+
+
 def hf_snapshot(repo_id: str, revision: str | None = None, *, allow_patterns: list[str] | None = None) -> pathlib.Path:
     """A repo's snapshot folder from huggingface_hub's cache, downloading it unless offline."""
     from huggingface_hub import snapshot_download

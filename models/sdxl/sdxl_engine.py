@@ -34,7 +34,6 @@ import collections
 import dataclasses
 import json
 import math
-import os
 import pathlib
 import time
 from typing import Any
@@ -52,7 +51,7 @@ from cogkit.ml.progress import DenoiseProgress, quiet_libraries, quiet_pipeline
 from cogkit.ml.safety import filter_nsfw, load_safety_checker
 from cogkit.ml.schedulers import make_scheduler
 from cogkit.ml.seeds import generators
-from cogkit.ml.weights import WeightsError, diffusers_variant, resolve_weights
+from cogkit.ml.weights import WeightsError, diffusers_variant, resolve_optional, resolve_weights
 
 DEFAULT_WEIGHTS = "stabilityai/stable-diffusion-xl-base-1.0"
 EXTRAS = {
@@ -195,16 +194,8 @@ class SDXLEngine:
     # ------------------------------------------------------------------ extras
 
     def _extra(self, key: str) -> pathlib.Path | None:
-        local = self.root / key
-        if local.exists():
-            return local
         env, default = EXTRAS[key]
-        source = os.environ.get(env, "").strip() or default
-        try:
-            return resolve_weights(source, one_copy=True)
-        except WeightsError as exc:
-            log(f"[sdxl] {key}: not available ({exc})")
-            return None
+        return resolve_optional(self.root, key, env, default, tag="sdxl")
 
     def _load_refiner(self) -> Any:
         path = self._extra("refiner")
