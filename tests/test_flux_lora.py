@@ -13,6 +13,7 @@ import pytest
 
 from cogkit.ml.lora import LoraError, adapter_name, content_hash
 from cogkit.ml.tiny.flux import build_flux_lora
+from tests.tiny_http import serve_folder
 from tests.tiny_models import (  # noqa: F401  (fixtures)
     flux_fp8_cache,
     tiny_flux_lora,
@@ -152,32 +153,21 @@ def test_a_failed_load_leaves_the_previous_lora_active(engine, tiny_flux_lora, t
 
 
 def test_lora_from_an_http_url_is_downloaded_once(engine, tiny_flux_lora, tmp_path, monkeypatch, capfd) -> None:
-    import functools
-    import http.server
-    import threading
-
     served = tmp_path / "served"
     served.mkdir()
     shutil.copy(tiny_flux_lora, served / "style.safetensors")
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args) -> None:  # keep stderr to what the predictor logs
-            pass
-
-    handler = functools.partial(Quiet, directory=str(served))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("COGKIT_WEIGHTS_CACHE", str(tmp_path / "cache"))
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/style.safetensors?token=secret"
-        local = run(engine, go_fast=False, lora_weights=str(tiny_flux_lora))
-        capfd.readouterr()
-        assert biggest(run(engine, go_fast=False, lora_weights=url), local) == 0  # same bytes, same adapter
-        first = capfd.readouterr().err
-        assert "downloaded style.safetensors" in first and "secret" not in first
-        run(engine, go_fast=False, lora_weights=url)
-        assert "cache hit" in capfd.readouterr().err
-        with pytest.raises(Exception, match="lora_weights: .*answered HTTP 404"):
-            run(engine, go_fast=False, lora_weights=url.replace("style", "missing"))
+        with serve_folder(served) as base:
+            url = f"{base}/style.safetensors?token=secret"
+            local = run(engine, go_fast=False, lora_weights=str(tiny_flux_lora))
+            capfd.readouterr()
+            assert biggest(run(engine, go_fast=False, lora_weights=url), local) == 0  # same bytes, same adapter
+            first = capfd.readouterr().err
+            assert "downloaded style.safetensors" in first and "secret" not in first
+            run(engine, go_fast=False, lora_weights=url)
+            assert "cache hit" in capfd.readouterr().err
+            with pytest.raises(Exception, match="lora_weights: .*answered HTTP 404"):
+                run(engine, go_fast=False, lora_weights=url.replace("style", "missing"))
     finally:
-        server.shutdown()
         run(engine, go_fast=False)

@@ -4,15 +4,13 @@ models' own loading is tested with them (test_flux_lora.py, test_sdxl_predictor.
 
 from __future__ import annotations
 
-import functools
-import http.server
 import shutil
-import threading
 
 import pytest
 
 from cogkit.ml.errors import InputError
 from cogkit.ml.lora import _HF_URL, LoraError, adapter_name, content_hash, resolve_lora_file
+from tests.tiny_http import serve_folder
 
 # a minimal valid safetensors file: an empty header ({} padded to 8 bytes), no tensors
 EMPTY_SAFETENSORS = b"\x08\x00\x00\x00\x00\x00\x00\x00{}      "
@@ -62,16 +60,9 @@ def test_url_downloaded_once_and_named_by_content(tmp_path, monkeypatch, capfd) 
     local = tmp_path / "mine.safetensors"
     local.write_bytes(EMPTY_SAFETENSORS)
     shutil.copy(local, served / "style.safetensors")
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(served)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("COGKIT_WEIGHTS_CACHE", str(tmp_path / "cache"))
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/style.safetensors?token=secret"
+    with serve_folder(served) as base:
+        url = f"{base}/style.safetensors?token=secret"
         got = resolve_lora_file(url)
         err = capfd.readouterr().err
         assert "downloaded style.safetensors" in err and "secret" not in err
@@ -81,9 +72,6 @@ def test_url_downloaded_once_and_named_by_content(tmp_path, monkeypatch, capfd) 
         assert adapter_name(local).startswith("lora_") and len(adapter_name(local)) == 5 + 16
         with pytest.raises(LoraError, match="^lora_weights: .*answered HTTP 404"):
             resolve_lora_file(url.replace("style", "missing"))
-    finally:
-        server.shutdown()
-        server.server_close()
     # a changed file under the same path is a different LoRA
     local.write_bytes(b"\x10" + EMPTY_SAFETENSORS[1:] + b" " * 8)  # a 16-byte header: other bytes, other size
     assert adapter_name(local) != adapter_name(got)

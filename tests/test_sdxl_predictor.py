@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from cogkit.ml.tiny.safety import build_safety_checker
+from tests.tiny_http import serve_folder
 from tests.tiny_models import tiny_depth_annotator, tiny_sdxl_lora, tiny_sdxl_turbo, tiny_sdxl_weights  # noqa: F401
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -272,38 +273,28 @@ def test_lora_hot_swap(predictor, tiny_sdxl_lora, capfd):
     assert err.count("LoRA lora_") == 1  # loaded once, then only re-activated
 
 
-def test_lora_from_url(predictor, tiny_sdxl_lora, tmp_path, monkeypatch, capfd):
-    import http.server
-    import threading
-
+def test_lora_from_url(predictor, tiny_sdxl_weights, tmp_path, monkeypatch, capfd):
     from cogkit.ml.lora import adapter_name
+    from cogkit.ml.tiny.sdxl import build_sdxl_lora
 
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):  # keep stderr to what the predictor logs
-            pass
-
+    lora = build_sdxl_lora(tiny_sdxl_weights, tmp_path / "served", seed=12)  # a LoRA no other test loads
     monkeypatch.setenv("COGKIT_WEIGHTS_CACHE", str(tmp_path / "cache"))
-    handler = lambda *a, **k: Quiet(*a, directory=str(tiny_sdxl_lora.parent), **k)  # noqa: E731
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{srv.server_address[1]}/{tiny_sdxl_lora.name}"
+    with serve_folder(lora.parent) as base:
+        url = f"{base}/{lora.name}"
         capfd.readouterr()
         (a,) = run(predictor, seed=21, lora_weights=url, lora_scale=1.0)
-        assert "downloaded pytorch_lora_weights.safetensors" in capfd.readouterr().err
-        (b,) = run(predictor, seed=21, lora_weights=str(tiny_sdxl_lora), lora_scale=1.0)
+        err = capfd.readouterr().err
+        assert "downloaded pytorch_lora_weights.safetensors" in err and err.count("LoRA lora_") == 1
+        (b,) = run(predictor, seed=21, lora_weights=str(lora), lora_scale=1.0)
         assert_same(a, b)
         (c,) = run(predictor, seed=21, lora_weights=url, lora_scale=1.0)
         err = capfd.readouterr().err
         assert "cache hit" in err and err.count("LoRA lora_") == 0  # the cached file, the same adapter
         assert_same(a, c)
         # adapters are named by content: the URL and the local file are one adapter
-        assert list(predictor.engine._adapters).count(adapter_name(tiny_sdxl_lora)) == 1
+        assert list(predictor.engine._adapters).count(adapter_name(lora)) == 1
         with pytest.raises(ValueError, match="^lora_weights: .*answered HTTP 404"):
             run(predictor, lora_weights=url.replace("pytorch", "missing"))
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 def test_bad_lora(predictor, tmp_path):
