@@ -21,16 +21,17 @@ Modules and their main functions:
   trailing=False)``, ``scheduler_name(scheduler)``.
 * ``cogkit.ml.weights``: ``resolve_weights(weights, default=)`` (local path, http(s)
   tar/file with parallel ranged download + cache + checks, Hugging Face repo id;
-  COG_WEIGHTS; ``one_copy=True`` fetches one copy of a diffusers repo), ``resolve_optional(root,
-  folder, env_var, default, tag=)`` (an optional extra: ``<root>/<folder>``, the env variable, the
-  default id; None, logged, when unavailable), ``diffusers_variant(folder)``,
-  ``download_url``, ``hf_snapshot``, ``check_safetensors``, ``WeightsError``.
+  COG_WEIGHTS; ``one_copy=True`` fetches one copy of a diffusers repo),
+  ``resolve_optional(root, folder, env_var, default, tag=)`` (an optional extra:
+  ``<root>/<folder>``, the env variable, the default id; None, logged, when unavailable),
+  ``diffusers_variant(folder)``, ``download_url``, ``hf_snapshot``, ``check_safetensors``,
+  ``WeightsError``.
 * ``cogkit.ml.lora``: ``resolve_lora_file(spec)`` (local file/folder, http(s) URL via the
   weights cache, Hugging Face repo -> one ``.safetensors`` file), ``content_hash(file)``,
   ``adapter_name(file)`` (adapters named by content), ``LoraError`` (an InputError).
 * ``cogkit.ml.compile``: ``compile_module(module, regional=True)``,
-  ``compile_unet_pipeline(pipe)`` (UNet regional + whole VAE decoder; COGKIT_COMPILE_BACKEND),
-  ``set_cache_dir(path)``, ``warm_up(fn, runs=)``.
+  ``compile_unet_pipeline(pipe)`` (UNet regional + whole VAE decoder; backend from
+  COGKIT_COMPILE_BACKEND), ``set_cache_dir(path)``, ``warm_up(fn, runs=)``.
 * ``cogkit.ml.fp8``: ``quantize_linears(model, granularity="tensor"|"row")``,
   ``FP8Linear``, ``fp8_matmul_supported(device)``, ``quantize_weight``.
 * ``cogkit.ml.progress``: ``DenoiseProgress`` (diffusers ``callback_on_step_end``

@@ -12,7 +12,8 @@ an http(s) tar of it, or a Hugging Face id, see cogkit.ml.weights)::
 
 Missing pieces are looked up, in order: the weights folder, an environment
 variable, then the reference's public Hugging Face id (with HF_HUB_OFFLINE=1
-only the local cache counts, so an offline machine fails at once):
+only the local cache counts, so an offline machine fails at once; the safety
+checker is optional and shared with the other image models, cogkit.ml.safety):
 
 ============  ================================  ======================================
 piece         environment variable              default
