@@ -106,7 +106,7 @@ def run(settings: Settings) -> int:
     _configure_logging(settings.log_level)
     try:
         import uvloop
-    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard] on Linux
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
         return asyncio.run(_serve(settings))
     return uvloop.run(_serve(settings))
 

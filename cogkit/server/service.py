@@ -1,6 +1,6 @@
 """The prediction service: admission, running predictions on the worker, cancel, shutdown.
 
-The HTTP layer (app.py) turns requests into calls here and results into bodies;
+The routes (app.py) turn requests into calls here and results into bodies;
 everything about a prediction's life lives here and in prediction.py.
 
 Order of checks for a new prediction (as coglet): the server must be ready (503),
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import platform
 import tempfile
 from collections.abc import Awaitable, Callable, Coroutine
@@ -369,10 +368,6 @@ class PredictionService:
             task = asyncio.get_running_loop().create_task(self.cancel(pid))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-
-    async def run(self, pred: Prediction) -> None:
-        """Run an admitted prediction to its terminal state (never raises for its failures)."""
-        await self.start(pred)
 
     def start(self, pred: Prediction) -> Coroutine[Any, Any, None]:
         """Begin running an admitted prediction; await the result to see it through.
