@@ -182,4 +182,5 @@ def worker_from(settings: Settings) -> Worker:
         weights=settings.weights,
         max_concurrency=settings.max_concurrency,
         setup_timeout=settings.setup_timeout,
+        echo_logs=True,  # what the predictor prints also reaches the container's log, as with Cog
     )
