@@ -326,3 +326,13 @@ def test_sha_of_uploaded_png_matches(start, receiver: Receiver) -> None:
     assert out == [receiver.url("/uploaded/part_0.bin")]
     assert hashlib.sha256(receiver.uploaded["part_0.bin"]).hexdigest() == receiver.uploads[0]["sha256"]
     assert receiver.uploads[0]["size"] == 1000
+
+
+def test_failed_upload_of_a_yielded_file_fails_and_stops_the_prediction(start) -> None:
+    port = free_port()  # nothing listens there
+    srv = start("files_out.py:Predictor", "--upload-url", f"http://127.0.0.1:{port}/up/")
+    body = srv.predict({"count": 50, "size": 8, "sleep": 0.2}).json()
+    assert body["status"] == "failed"
+    assert "failed to upload part_0.bin" in body["error"]
+    srv.wait_status(("READY",), timeout=10)  # the worker was told to stop; its slot is free
+    assert srv.predict({"count": 0}).json()["status"] == "succeeded"
