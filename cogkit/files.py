@@ -184,7 +184,8 @@ async def _download(client: Any, url: str, workdir: str) -> FileInput:
                     f.write(chunk)
     except httpx.TimeoutException as exc:
         raise InputFileError(f"timed out after {FETCH_TIMEOUT:g} s fetching {url}") from exc
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError, OSError) as exc:
+        # ValueError covers URLs the client cannot even parse (bad IDNA host names, ...)
         raise InputFileError(f"could not fetch {url}: {exc}") from exc
     return FileInput(path=dest, source=url, kind="http")
 

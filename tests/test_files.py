@@ -78,6 +78,13 @@ def test_http_error_and_other_schemes(server: str, tmp_path: Path) -> None:
     assert [f.kind for f in out["files"]] == ["local", "local"]
 
 
+def test_unparseable_and_unreachable_urls_are_input_errors(tmp_path: Path) -> None:
+    with pytest.raises(files.InputFileError, match="could not fetch"):
+        _prepare({"image": "http://exa\u0000mple..com/x.png"}, tmp_path)
+    with pytest.raises(files.InputFileError, match="could not fetch"):
+        _prepare({"image": "http://127.0.0.1:9/x.png"}, tmp_path)  # nothing listens on port 9
+
+
 def test_size_cap_and_timeout(server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(files, "MAX_INPUT_BYTES", 4)
     with pytest.raises(files.InputFileError, match="larger than the 4-byte"):
