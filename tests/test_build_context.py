@@ -170,6 +170,9 @@ def test_python_packages_without_torch_need_no_index(tmp_path: Path) -> None:
         ("2.5.1", None, "nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04"),
         ("2.3.1", None, "nvidia/cuda:12.1.1-cudnn8-runtime-ubuntu22.04"),
         ("2.9.0", None, "nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04"),
+        # A local version names the wheel's CUDA: the cu124 index holds 2.6.0+cu124, cu126's does not.
+        ("2.6.0+cu124", None, "nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04"),
+        ("2.1.2+cu118", None, "nvidia/cuda:11.8.0-cudnn8-runtime-ubuntu22.04"),
         ("2.6.0", "11.8", "nvidia/cuda:11.8.0-cudnn8-runtime-ubuntu22.04"),
         ("2.6.0", "12.4.0", "nvidia/cuda:12.4.0-cudnn-runtime-ubuntu22.04"),
         (None, None, "nvidia/cuda:11.8.0-cudnn8-runtime-ubuntu22.04"),
@@ -196,6 +199,14 @@ def test_cuda_choice_warnings_and_errors() -> None:
         resolve_cuda(None, cuda="10.2")
     with pytest.raises(ConfigError, match="does not know which CUDA versions torch 1.9.0"):
         resolve_cuda("1.9.0")
+    with pytest.raises(ConfigError, match=r"no nvidia/cuda runtime image is known for the CUDA of torch 1\.12\.1\+cu102 \(10\.2;"):
+        resolve_cuda("1.12.1+cu102")
+    choice, warnings = resolve_cuda("2.6.0+cu124", "12.6")
+    assert choice.cuda == "12.6" and "not one torch 2.6.0+cu124 was built for (12.4)" in warnings[0]
+
+
+def test_local_torch_version_picks_its_wheel_index() -> None:
+    assert resolve_cuda("2.6.0+cu124")[0].torch_index == "https://download.pytorch.org/whl/cu124"
 
 
 # --- the cogkit wheel -------------------------------------------------------------------------

@@ -8,6 +8,7 @@ in cog.yaml override it. The tables are facts about torch and NVIDIA releases;
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from cogkit.exceptions import ConfigError
@@ -83,10 +84,18 @@ def _major_minor(version: str) -> str:
     return ".".join(version.split(".")[:2])
 
 
+_LOCAL_CUDA = re.compile(r"\+cu(\d+)(\d)$")
+
+
 def torch_cuda_versions(torch_version: str) -> tuple[tuple[str, ...], bool]:
     """CUDA versions published for a torch release, and whether the release is in our table.
 
-    A torch release newer than the table gets the newest row (and the caller warns)."""
+    A pin with a local version (``2.6.0+cu124``) names its wheel's CUDA, so that one only:
+    another CUDA's wheel index does not hold that file. A torch release newer than the
+    table gets the newest row (and the caller warns)."""
+    local = _LOCAL_CUDA.search(torch_version)
+    if local:
+        return (f"{int(local.group(1))}.{local.group(2)}",), True
     key = _major_minor(torch_version.split("+")[0])
     if key in TORCH_CUDA:
         return TORCH_CUDA[key], True
@@ -128,6 +137,11 @@ def resolve_cuda(
     elif torch_version:
         supported, known = torch_cuda_versions(torch_version)
         usable = [c for c in supported if c in CUDA_IMAGES]
+        if not usable:
+            raise ConfigError(
+                f"cog.yaml: build.gpu: no nvidia/cuda runtime image is known for the CUDA of torch {torch_version} "
+                f"({', '.join(supported)}; known: {', '.join(sorted(CUDA_IMAGES, key=_as_tuple))})"
+            )
         key = max(usable, key=_as_tuple)
         if not known:
             warnings.append(
