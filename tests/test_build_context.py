@@ -86,11 +86,17 @@ def test_find_weights_follows_cogs_rule(tmp_path: Path) -> None:
     _sized(tmp_path / "media/video.mp4", big)  # media is not weights
     _sized(tmp_path / "pkg/data.bin", big)  # a folder with code is a package
     (tmp_path / "pkg/__init__.py").write_text("")
+    _sized(tmp_path / "lib/table.bin", big)  # ... also with the code further down
+    (tmp_path / "lib/sub").mkdir(parents=True)
+    (tmp_path / "lib/sub/mod.py").write_text("")
+    _sized(tmp_path / "pkg2/data/w.bin", big)  # code only above: the data folder is weights
+    (tmp_path / "pkg2/__init__.py").write_text("")
+    _sized(tmp_path / "shots/a.heic", big)
     _sized(tmp_path / ".git/objects/pack.pack", big)
     _sized(tmp_path / "big.py", big)
     (tmp_path / "predict.py").write_text("")
     files = project_files(tmp_path).files
-    assert sorted(find_weights(tmp_path, files)) == ["model.safetensors", "weights/unet.bin"]
+    assert sorted(find_weights(tmp_path, files)) == ["model.safetensors", "pkg2/data/w.bin", "weights/unet.bin"]
 
 
 def test_stage_tree_hard_links_and_splits_weights(tmp_path: Path) -> None:

@@ -21,8 +21,8 @@ from cogkit.build.dockerignore import DockerIgnore
 WEIGHTS_MIN_BYTES = 10 * 1024 * 1024
 _CODE_SUFFIXES = {".py", ".ipynb", ".whl"}
 _NOT_WEIGHTS_SUFFIXES = _CODE_SUFFIXES | {
-    ".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".svg", ".ico",
-    ".mp4", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg",
+    ".jpg", ".jpeg", ".png", ".gif", ".webp", ".avif", ".heic", ".bmp", ".tif", ".tiff", ".svg", ".ico",
+    ".mp4", ".mov", ".avi", ".wmv", ".mkv", ".webm", ".mpg", ".mpeg",
     ".mp3", ".wav", ".flac", ".ogg", ".m4a", ".aac",
     ".log",
 }
@@ -73,11 +73,16 @@ def find_weights(project_dir: Path, files: list[str]) -> list[str]:
     """The files ``--separate-weights`` puts in their own layer.
 
     A file qualifies at 10 MB or more unless it is code or media, lives under
-    ``.git``/``__pycache__``, or sits in a folder that also holds code (then it is
-    part of a package, not a weights folder). Files at the project root qualify.
+    ``.git``/``__pycache__``, or sits in a folder with code in it or below it (then it
+    is part of a package, not a weights folder). Files at the project root qualify.
     """
-    code_dirs = {posix_parent(f) for f in files if Path(f).suffix in (".py", ".ipynb")}
-    code_dirs.discard("")
+    code_dirs: set[str] = set()  # every folder that holds code, directly or below
+    for f in files:
+        if Path(f).suffix in (".py", ".ipynb"):
+            parent = posix_parent(f)
+            while parent:
+                code_dirs.add(parent)
+                parent = posix_parent(parent)
     weights = []
     for rel in files:
         path = project_dir / rel
