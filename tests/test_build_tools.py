@@ -136,6 +136,19 @@ def test_push_errors_are_explained() -> None:
     assert "pass --insecure" in tls
     down = explain_failure("127.0.0.1:1/m", "skopeo", ["dial tcp 127.0.0.1:1: connect: connection refused"], 1)
     assert "cannot reach the registry 127.0.0.1:1" in down
+    dns = explain_failure("reg.invalid/m", "podman", [
+        'Error: pinging container registry reg.invalid: Get "https://reg.invalid/v2/": dial tcp: '
+        "lookup reg.invalid on 10.0.0.1:53: server misbehaving"], 125)
+    assert "cannot reach the registry reg.invalid" in dns
+    # docker has no TLS flag for push: the fix is the daemon's setting, not --insecure.
+    docker_tls = explain_failure("10.0.0.5:5000/m", "docker", [
+        'Get "https://10.0.0.5:5000/v2/": http: server gave HTTP response to HTTPS client'], 1)
+    assert "add 10.0.0.5:5000 to the Docker daemon's insecure-registries" in docker_tls
+    assert "--insecure" not in docker_tls
+    # A local "permission denied" is not a login problem.
+    local = explain_failure("r.io/m", "podman", [
+        "Error: open /var/lib/containers/storage/overlay/l/ABC: permission denied"], 125)
+    assert "authentication" not in local and local.startswith("push of r.io/m with podman failed (exit code 125)")
 
 
 def test_run_args() -> None:

@@ -71,9 +71,16 @@ def push_command(name: str, exe: str, image: str, insecure: bool = False) -> lis
     return [exe, "push", *tls, image, f"docker://{image}"]
 
 
-_AUTH = re.compile(r"unauthorized|authentication required|denied|\b401\b|\b403\b|no basic auth credentials", re.I)
+# A registry's "denied: ..." error code, not a local "permission denied" (storage, socket).
+_AUTH = re.compile(
+    r"unauthorized|authentication required|\bdenied:|access to the resource is denied|insufficient_scope"
+    r"|\b401\b|\b403\b|no basic auth credentials",
+    re.I,
+)
 _PLAIN_HTTP = re.compile(r"server gave HTTP response to HTTPS client|http: server gave HTTP|x509|certificate", re.I)
-_REFUSED = re.compile(r"connection refused|no such host|i/o timeout|network is unreachable", re.I)
+_REFUSED = re.compile(
+    r"connection refused|no such host|server misbehaving|i/o timeout|network is unreachable|no route to host", re.I
+)
 
 
 def explain_failure(image: str, tool: str, output: list[str], returncode: int) -> str:
@@ -85,8 +92,11 @@ def explain_failure(image: str, tool: str, output: list[str], returncode: int) -
         return (f"push of {image} refused by {registry}: authentication required or access denied. "
                 f"Log in first (`{login} {registry}`) and check you may push to this repository.\n{detail}")
     if _PLAIN_HTTP.search(text):
+        # docker push has no TLS flag: its daemon decides (see push_command).
+        fix = (f"add {registry} to the Docker daemon's insecure-registries" if tool == "docker"
+               else "pass --insecure")
         return (f"push of {image} failed: {registry} does not speak verified HTTPS. "
-                f"For a local plain-HTTP registry, pass --insecure.\n{detail}")
+                f"For a local plain-HTTP registry, {fix}.\n{detail}")
     if _REFUSED.search(text):
         return f"push of {image} failed: cannot reach the registry {registry}.\n{detail}"
     return f"push of {image} with {tool} failed (exit code {returncode}).\n{detail}"
