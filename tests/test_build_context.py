@@ -35,8 +35,10 @@ from cogkit.exceptions import ConfigError
         (["dat?"], "data", True),
         (["dat?"], "dat/x", False),
         (["[a-c]*.py"], "b.py", True),
-        (["[!a-c]*.py"], "b.py", False),
-        (["[!a-c]*.py"], "d.py", True),
+        (["[^a-c]*.py"], "b.py", False),
+        (["[^a-c]*.py"], "d.py", True),
+        (["[!a-c]*.py"], "b.py", True),  # Go: "!" is just a member of the class
+        (["[!a-c]*.py"], "d.py", False),
         (["*", "!keep.py"], "keep.py", False),
         (["*", "!keep.py"], "other.py", True),
         (["models/**", "!models/keep/**"], "models/keep/w.bin", False),

@@ -50,11 +50,9 @@ def _compile(pattern: str) -> re.Pattern[str]:
             if j == -1:
                 out.append(re.escape(ch))
             else:
-                body = pattern[i + 1 : j]
-                if body.startswith("^") or body.startswith("!"):
-                    body = "^" + body[1:].replace("\\", "\\\\")
-                else:
-                    body = body.replace("\\", "\\\\")
+                # Only "^" negates, as in Go (Docker hands the class to Go's regexp):
+                # "[!a]" is the class of "!" and "a".
+                body = pattern[i + 1 : j].replace("\\", "\\\\")
                 out.append(f"[{body}]")
                 i = j
         elif ch == "\\" and i + 1 < n:
