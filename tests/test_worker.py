@@ -234,6 +234,22 @@ def test_cancel_async_prediction_leaves_the_others_running() -> None:
     run(main())
 
 
+def test_cancel_sent_with_the_prediction_still_ends_an_async_prediction() -> None:
+    """Predict and Cancel read together: the task is canceled before its first step."""
+
+    async def main() -> None:
+        w = await started("async_sleep.py:Predictor", cancel_grace=60)
+        for i in range(5):
+            h = w.submit(f"early{i}", {"seconds": 30})
+            await w.cancel(f"early{i}")
+            r = await asyncio.wait_for(collect(h), 5)
+            assert isinstance(r.terminal, Canceled), r.terminal
+        assert w.restarts == 0 and w.free_slots == 4
+        await w.shutdown()
+
+    run(main())
+
+
 @pytest.mark.parametrize(
     ("ref", "inputs"),
     [

@@ -395,7 +395,18 @@ class AsyncRunner(Runner):
         self._loop.call_soon_threadsafe(self._start, job)
 
     def _start(self, job: Predict) -> None:
-        self._tasks[job.id] = self._loop.create_task(self._predict(job))
+        task = self._loop.create_task(self._predict(job))
+        self._tasks[job.id] = task
+        task.add_done_callback(lambda t, pid=job.id: self._canceled_before_start(t, pid))
+
+    def _canceled_before_start(self, task: Any, pid: str) -> None:
+        # A task canceled before its first step never runs its coroutine's body (the
+        # CancelledError is thrown in before the first line), so _predict could not
+        # send the terminal event: send it here. A task that did start catches
+        # CancelledError itself and ends normally, so it is not ``cancelled()``.
+        if task.cancelled():
+            self._tasks.pop(pid, None)
+            self._finish(pid, Canceled(pid, 0.0), [])
 
     def cancel(self, pid: str) -> None:
         if self._loop is not None:
