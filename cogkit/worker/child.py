@@ -274,6 +274,9 @@ class SyncRunner(Runner):
 
     def submit(self, job: Predict) -> None:
         with self._lock:
+            # A cancel that raced the end of an earlier run with this id (checked while
+            # it was current, recorded just after) must not cancel this one.
+            self._cancel_ids.discard(job.id)
             self._pending.add(job.id)
         self._jobs.put(job)
 
