@@ -253,6 +253,8 @@ def _output_value(tp: Any, where: str) -> TypeSpec:
     tp, opaque = _annotated_base(tp)
     if opaque:
         return TypeSpec(OBJECT)
+    if tp in (list, tuple, set, frozenset):  # bare ``-> list``: an array of anything
+        return TypeSpec("list", item=TypeSpec(ANY))
     origin = typing.get_origin(tp)
     if origin in (list, typing.List, tuple, set, frozenset):  # noqa: UP006
         args = typing.get_args(tp)

@@ -179,6 +179,23 @@ def test_structured_outputs() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("annotation", "fragment"),
+    [
+        (dict, {"type": "object"}),
+        (list, {"type": "array", "items": {}}),
+        (List, {"type": "array", "items": {}}),
+        (tuple, {"type": "array", "items": {}}),
+    ],
+)
+def test_plain_json_outputs(annotation: Any, fragment: dict[str, Any]) -> None:
+    def predict() -> str:
+        raise NotImplementedError
+
+    predict.__annotations__["return"] = annotation
+    assert _doc(predict)["components"]["schemas"]["Output"] == {"title": "Output", **fragment}
+
+
 def test_union_dict_and_file_inputs() -> None:
     class P(BasePredictor):
         def predict(self, x: str | list[str], cfg: dict = Input(default={}), doc: File = None) -> dict[str, int]:
