@@ -50,10 +50,13 @@ def go_number(value: Any) -> Any:
 def type_schema(spec: TypeSpec) -> dict[str, Any]:
     """The JSON-schema fragment of one type (no title, no x-order)."""
     k = spec.kind
-    if k == STR:
-        return {"type": "string"}
-    if k == INT:
-        return {"type": "integer"}
+    if k in (STR, INT):
+        frag: dict[str, Any] = {"type": "string" if k == STR else "integer"}
+        if spec.choices is not None:
+            # Literal/Enum values below the top level (a top-level input's become an
+            # enum component instead, see input_property)
+            frag["enum"] = list(spec.choices)
+        return frag
     if k == FLOAT:
         return {"type": "number"}
     if k == BOOL:

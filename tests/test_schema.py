@@ -113,6 +113,17 @@ def test_literal_is_choices_d7() -> None:
     assert s["level"]["type"] == "integer"
 
 
+def test_literal_below_the_top_level_is_an_inline_enum() -> None:
+    class P(BasePredictor):
+        def predict(self, kinds: List[Literal["a", "b"]] = Input(default=[])) -> Literal[1, 2]:
+            return 1
+
+    s = _doc(P)["components"]["schemas"]
+    assert s["Input"]["properties"]["kinds"]["items"] == {"type": "string", "enum": ["a", "b"]}
+    assert s["Output"] == {"title": "Output", "type": "integer", "enum": [1, 2]}
+    assert "kinds" not in s  # no enum component: that form is for top-level inputs
+
+
 def test_title_case() -> None:
     assert title_case("num_inference_steps") == "Num Inference Steps"
     assert title_case("TTFT_ms") == "TTFT Ms"

@@ -92,6 +92,18 @@ def test_list_item_errors_carry_the_index(validator: InputValidator) -> None:
     ]
 
 
+def test_literal_list_items_must_be_one_of_the_values() -> None:
+    class P(BasePredictor):
+        def predict(self, kinds: List[Literal["a", "b"]] = Input(default=[])) -> str:
+            return ""
+
+    v = InputValidator(openapi_document(inspect_predictor(P)))
+    assert _errors(v, {"kinds": ["a", "c"]}) == [
+        (["body", "input", "kinds", 1], '"c" is not one of ["a","b"]', "value_error")
+    ]
+    assert v.validate({"kinds": ["b", "a"]}).ok
+
+
 def test_all_errors_reported_at_once_in_input_order(validator: InputValidator) -> None:
     errors = _errors(validator, {"prompt": 1, "seed": "x", "steps": 99, "flag": "no"})
     assert [e[0][2] for e in errors] == ["prompt", "seed", "steps", "flag"]
