@@ -172,3 +172,21 @@ def test_init_then_predict(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "output.txt").read_text() == "hi\nhi\n"
     assert cogkit(tmp_path, "init").returncode == 1  # refuses to overwrite
+
+
+WORKER_FIXTURES = Path(__file__).parent / "fixtures" / "worker"
+
+
+def _project(tmp_path: Path, fixture: str, ref: str) -> Path:
+    """A project folder running ``tests/fixtures/worker/<fixture>`` as predict.py."""
+    shutil.copy(WORKER_FIXTURES / fixture, tmp_path / "predict.py")
+    (tmp_path / "cog.yaml").write_text(f'build:\n  python_version: "3.11"\nrun: "predict.py:{ref}"\n')
+    return tmp_path
+
+
+def test_json_record_metrics_replay_modes_and_nest_dotted_names(tmp_path: Path) -> None:
+    r = cogkit(_project(tmp_path, "metrics.py", "Predictor"), "predict", "--json", '{"n": 5}')
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads(r.stdout)["metrics"]
+    assert metrics["tokens"] == 5 and metrics["steps"] == 3  # incr 1 then incr 2
+    assert metrics["timing"] == {"load": 0.5} and metrics["predict_time"] > 0

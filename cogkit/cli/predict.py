@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -167,6 +168,8 @@ async def _run_local(args: argparse.Namespace) -> int:
 
 async def _predict(worker: Any, inputs: dict[str, Any], schema: dict[str, Any], args: argparse.Namespace, display: Any) -> int:
     from cogkit.cli.outputs import remove_owned, render
+    from cogkit.scope import MetricRecorder
+    from cogkit.server.prediction import nest_metrics
     from cogkit.worker import protocol as p
 
     mode = "train" if args.train else "predict"
@@ -178,7 +181,7 @@ async def _predict(worker: Any, inputs: dict[str, Any], schema: dict[str, Any], 
     started = time.monotonic()
     handle = await worker.predict(pred_id, inputs, {})
     items: list[Any] = []
-    metrics: dict[str, Any] = {}
+    metrics = MetricRecorder()  # replays the child's changes (incr and append send deltas)
     logs: list[str] = []
     terminal: Any = None
     streamed = False
@@ -207,7 +210,8 @@ async def _predict(worker: Any, inputs: dict[str, Any], schema: dict[str, Any], 
                     sys.stdout.flush()
                     streamed = True
             elif isinstance(ev, p.Metric):
-                metrics[ev.name] = ev.value
+                with contextlib.suppress(TypeError, ValueError):  # the child already checked it
+                    metrics.record(ev.name, ev.value, ev.mode)
             elif isinstance(ev, p.TERMINAL):
                 terminal = ev
     finally:
@@ -223,7 +227,8 @@ async def _predict(worker: Any, inputs: dict[str, Any], schema: dict[str, Any], 
 
         shown, _ = write_files(output, args.output) if status == "succeeded" else (None, [])
         record = {"status": status, "output": shown, "error": error, "logs": "".join(logs),
-                  "metrics": {**metrics, "predict_time": getattr(terminal, "predict_time", time.monotonic() - started)}}
+                  "metrics": {**nest_metrics(metrics.snapshot()),
+                              "predict_time": getattr(terminal, "predict_time", time.monotonic() - started)}}
         print(json.dumps(record, indent=2))
         return 0 if status == "succeeded" else 1
     if status != "succeeded":
