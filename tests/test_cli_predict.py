@@ -155,7 +155,8 @@ def test_setup_failure_is_reported(tmp_path: Path) -> None:
     )
     r = cogkit(tmp_path, "predict")
     assert r.returncode == 1
-    assert "RuntimeError: no weights here" in r.stderr
+    assert "error: model setup failed: RuntimeError: no weights here" in r.stderr
+    assert r.stderr.count("loading\n") == 1 and r.stderr.count("Traceback") == 1  # logs shown once
 
 
 def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:

@@ -137,10 +137,12 @@ async def _run_local(args: argparse.Namespace) -> int:
     workdir = tempfile.mkdtemp(prefix="cogkit-predict-")
     try:
         await worker.start()
+        # On failure the logs (with the traceback) were shown by _wait_setup; the
+        # error line only sums them up.
         if worker.loaded is None:
             setup = await _wait_setup(worker, display)
             display.close()
-            raise CogkitError(f"could not load the predictor {ref!r}:\n{setup.logs.rstrip()}")
+            raise CogkitError(f"could not load the predictor {ref!r}: {setup.error}")
         schema = worker.loaded.schema
         values = _collect_inputs(args, schema, mode)
         from cogkit.cli.inputs import for_validation
@@ -154,7 +156,7 @@ async def _run_local(args: argparse.Namespace) -> int:
         setup = await _wait_setup(worker, display)
         if setup.status != "succeeded":
             display.close()
-            raise CogkitError("model setup failed" + (f":\n{setup.logs.rstrip()}" if setup.logs else ""))
+            raise CogkitError(f"model setup failed: {setup.error}")
         from cogkit.files import prepare_inputs
 
         prepared = await prepare_inputs(_localise_files(values, workdir), schema, workdir, mode)
