@@ -37,21 +37,52 @@ def test_row_scales_beat_tensor_scales_on_uneven_rows():
     assert errs["row"] < 0.1 < errs["tensor"]
 
 
+@pytest.fixture
+def scaled_mm_calls(monkeypatch):
+    """Counts torch._scaled_mm calls (the real op still runs: it exists on the CPU too)."""
+    calls = []
+    real = torch._scaled_mm
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("out_dtype"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "_scaled_mm", spy)
+    return calls
+
+
 @pytest.mark.parametrize("granularity", ["tensor", "row"])
 @pytest.mark.parametrize("scaled_mm", [False, True])
-def test_quantized_mlp_close_to_reference(granularity, scaled_mm, capsys):
-    ref = _mlp()
-    x = torch.randn(5, 7, 64)
-    want = ref(x)
-    q = _mlp()
+def test_quantized_mlp_close_to_reference(granularity, scaled_mm, capsys, scaled_mm_calls):
+    # bf16, as on a GPU: _scaled_mm takes 16-bit activations
+    ref = _mlp().to(torch.bfloat16)
+    x = torch.randn(5, 7, 64, dtype=torch.bfloat16)
+    want = ref(x).float()
+    q = _mlp().to(torch.bfloat16)
     n = fp8.quantize_linears(q, granularity=granularity, use_scaled_mm=scaled_mm)
     assert n == 2
     assert all(isinstance(m, fp8.FP8Linear) and m.use_scaled_mm == scaled_mm for m in q if not isinstance(m, torch.nn.GELU))
     got = q(x)
+    assert scaled_mm_calls == ([torch.bfloat16] * 2 if scaled_mm else [])
+    assert got.dtype == torch.bfloat16
+    got = got.float()
     assert got.shape == want.shape and _rel(got, want) < 0.08
     assert "float8_e4m3fn" in capsys.readouterr().err
     # weights really are stored in fp8 (half of bf16, a quarter of fp32)
     assert q[0].weight.dtype == torch.float8_e4m3fn and q[0].weight.element_size() == 1
+
+
+@pytest.mark.parametrize("granularity", ["tensor", "row"])
+def test_fp32_activations_take_the_dequantize_path(granularity, scaled_mm_calls):
+    """CUDA's _scaled_mm refuses a bias with an fp32 output, so an fp32 model (e.g.
+    COGKIT_DTYPE=fp32 with fp8 on) must not reach it."""
+    lin = torch.nn.Linear(64, 32)
+    m = fp8.FP8Linear(lin, granularity=granularity, use_scaled_mm=True)
+    assert m.use_scaled_mm
+    x = torch.randn(3, 64)
+    y = m(x)
+    assert scaled_mm_calls == [] and y.dtype == torch.float32
+    assert torch.equal(y, torch.nn.functional.linear(x, m.dequantized_weight(torch.float32), lin.bias))
 
 
 def test_scaled_mm_needs_multiples_of_16():

@@ -3,9 +3,15 @@
 ``quantize_linears(model)`` swaps each eligible ``nn.Linear`` for an ``FP8Linear``
 (half the weight memory of bf16). Its forward multiplies in fp8 with
 ``torch._scaled_mm`` where the card supports it (CUDA sm_89+, i.e. Ada/Hopper:
-the activation is quantized per call with a dynamic scale), and elsewhere
-dequantizes the weight to the compute dtype and calls ``F.linear`` (same
+the activation is quantized per call with a dynamic scale; bf16/fp16 activations
+only, since CUDA's kernel takes no bias with an fp32 output), and elsewhere
+dequantizes the weight to the activation dtype and calls ``F.linear`` (same
 numbers up to fp8 rounding of the weights; works on any device, CPU included).
+
+``_scaled_mm``'s CUDA rules, which the forward meets: the activation row-major
+[M, K] and the weight column-major [K, N] (the transpose of the stored [N, K]),
+K and N multiples of 16 (M is free), fp32 scales that are scalars (per tensor) or
+[M, 1] and [1, N] (per row), a bias in the output dtype.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ from cogkit.ml.logs import log
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8).max  # 448
+# Activation dtypes that go through _scaled_mm (its output dtype is theirs). Not fp32:
+# CUDA refuses a bias with an fp32 output ("Bias is not supported when out_dtype is set to Float32").
+_SCALED_MM_OUT = (torch.bfloat16, torch.float16)
 
 
 def fp8_matmul_supported(device: torch.device | str | None = None) -> bool:
@@ -70,12 +79,12 @@ class FP8Linear(torch.nn.Module):
         return (self.weight.float() * self.weight_scale).to(dtype or self.compute_dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.use_scaled_mm:
+        if not self.use_scaled_mm or x.dtype not in _SCALED_MM_OUT:
             bias = None if self.bias is None else self.bias.to(x.dtype)
             return F.linear(x, self.dequantized_weight(x.dtype), bias)
         shape = x.shape
         x2 = x.reshape(-1, self.in_features)
-        out_dtype = x.dtype if x.dtype in (torch.float16, torch.bfloat16, torch.float32) else self.compute_dtype
+        out_dtype = x.dtype
         if self.granularity == "row":
             # row-wise on both sides: per-token activation scales [M,1], per-channel weight scales [1,N]
             x_scale = (x2.detach().abs().amax(dim=1, keepdim=True).float() / FP8_MAX).clamp(min=1e-12)
