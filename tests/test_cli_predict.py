@@ -191,3 +191,14 @@ def test_json_record_metrics_replay_modes_and_nest_dotted_names(tmp_path: Path) 
     metrics = json.loads(r.stdout)["metrics"]
     assert metrics["tokens"] == 5 and metrics["steps"] == 3  # incr 1 then incr 2
     assert metrics["timing"] == {"load": 0.5} and metrics["predict_time"] > 0
+
+
+def test_text_iterators_go_to_the_output_file_when_one_is_asked_for(conformance_dir: Path, tmp_path: Path) -> None:
+    d = _fixture(conformance_dir, tmp_path, "concat_iterator")
+    r = cogkit(d, "predict", "-i", "count=3", "-o", str(tmp_path / "tokens"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "" and (tmp_path / "tokens.txt").read_text() == "tok0 tok1 tok2 \n"  # joined, not streamed
+    (tmp_path / "items").mkdir()
+    r = cogkit(_project(tmp_path / "items", "iterators.py", "Predictor"), "predict", "-o", str(tmp_path / "items.json"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "items.json").read_text()) == ["item0", "item1", "item2"]

@@ -78,10 +78,15 @@ def write_files(value: Any, base: str | None) -> tuple[Any, list[Path]]:
     return walk(value, None, None), written
 
 
-def render(value: Any, base: str | None, already_streamed: bool) -> tuple[str | None, list[Path]]:
-    """(text to print on stdout, files written) for a final output."""
+def render(
+    value: Any, base: str | None, already_streamed: bool, concatenate: bool = False
+) -> tuple[str | None, list[Path]]:
+    """(text to print on stdout, files written) for a final output. ``concatenate``:
+    the output is a ConcatenateIterator's items, shown joined into one text."""
     if value is None:
         return None, []
+    if concatenate and isinstance(value, list) and all(isinstance(x, str) for x in value):
+        value = "".join(value)
     if has_files(value):
         shown, written = write_files(value, base)
         if isinstance(value, (FileOutput, list)) and all(

@@ -178,7 +178,11 @@ async def _predict(worker: Any, inputs: dict[str, Any], schema: dict[str, Any], 
     out_schema = schema["components"]["schemas"]["TrainingOutput" if mode == "train" else "Output"]
     iterator = out_schema.get("x-cog-array-type") == "iterator"
     concatenate = out_schema.get("x-cog-array-display") == "concatenate"
-    text_items = iterator and (out_schema.get("items") or {}).get("type") == "string"
+    # Text items stream to stdout as they arrive, unless they go to a file (-o) or
+    # into the --json record.
+    stream_text = (
+        iterator and (out_schema.get("items") or {}).get("type") == "string" and args.output is None and args.json is None
+    )
     pred_id = f"cli-{uuid.uuid4().hex[:12]}"
     started = time.monotonic()
     handle = await worker.predict(pred_id, inputs, {})
@@ -206,7 +210,7 @@ async def _predict(worker: Any, inputs: dict[str, Any], schema: dict[str, Any], 
                 display.log(ev.text)
             elif isinstance(ev, p.Output):
                 items.append(ev.value)
-                if text_items and args.json is None and isinstance(ev.value, str):
+                if stream_text and isinstance(ev.value, str):
                     display.pause()
                     sys.stdout.write(ev.value if concatenate else ev.value + "\n")
                     sys.stdout.flush()
@@ -237,7 +241,7 @@ async def _predict(worker: Any, inputs: dict[str, Any], schema: dict[str, Any], 
         remove_owned(output)
         print(f'error: prediction failed with status "{status}"' + (f": {error}" if error else ""), file=sys.stderr)
         return 1
-    text, written = render(output, args.output, already_streamed=streamed)
+    text, written = render(output, args.output, already_streamed=streamed, concatenate=concatenate)
     if output is None or (iterator and not items):
         print("warning: no output generated", file=sys.stderr)
     if text is not None:

@@ -77,11 +77,11 @@ def run_image(args: argparse.Namespace) -> int:
         print(f'error: prediction failed with status "{status}": {body.get("error")}', file=sys.stderr)
         return 1
     out_schema = schema["components"]["schemas"]["TrainingOutput" if mode == "train" else "Output"]
-    if out_schema.get("x-cog-array-display") == "concatenate" and isinstance(output, list):
-        print("".join(output))
-        return 0
+    concatenate = out_schema.get("x-cog-array-display") == "concatenate"
     with tempfile.TemporaryDirectory(prefix="cogkit-image-out-") as tmpdir:
-        text, written = render(_files_from_data_urls(output, out_schema, tmpdir), args.output, already_streamed=False)
+        text, written = render(
+            _files_from_data_urls(output, out_schema, tmpdir), args.output, already_streamed=False, concatenate=concatenate
+        )
     if text is not None:
         print(text)
     for path in written:
