@@ -6,6 +6,7 @@ import http.server
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -202,3 +203,34 @@ def test_text_iterators_go_to_the_output_file_when_one_is_asked_for(conformance_
     r = cogkit(_project(tmp_path / "items", "iterators.py", "Predictor"), "predict", "-o", str(tmp_path / "items.json"))
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "items.json").read_text()) == ["item0", "item1", "item2"]
+
+
+def test_closed_stdout_stops_quietly(tmp_path: Path) -> None:
+    """``cogkit predict | head -1``: no traceback, the prediction is canceled, exit 141."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cogkit", "predict", "-i", "count=100000000", "-i", "pause=0.001"],
+        cwd=_project(tmp_path, "iterators.py", "Predictor"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == b"item0\n"
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 141, err
+    assert b"Traceback" not in err and b"BrokenPipeError" not in err
+
+
+def test_ctrl_c_cancels_and_a_second_one_stops_the_model_at_once(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cogkit", "predict", "-i", "mode=swallow"],
+        cwd=_project(tmp_path, "cancel_sync.py", "Predictor"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stderr is not None
+    assert proc.stderr.readline() == "started\n"
+    proc.send_signal(signal.SIGINT)
+    lines: list[str] = []
+    while "ignoring cancel\n" not in lines and len(lines) < 200:  # it prints "started" every 0.1 s
+        lines.append(proc.stderr.readline())
+    assert "Canceling the prediction (Ctrl-C again to quit)...\n" in lines and "ignoring cancel\n" in lines, lines
+    proc.send_signal(signal.SIGINT)  # the model swallows cancels: stop it without the 5 s grace
+    _, err = proc.communicate(timeout=4)
+    assert proc.returncode == 130, err
+    assert 'prediction failed with status "canceled"' in err and "Traceback" not in err

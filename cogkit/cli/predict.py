@@ -222,6 +222,8 @@ async def _predict(worker: Any, inputs: dict[str, Any], schema: dict[str, Any], 
                 terminal = ev
     finally:
         loop.remove_signal_handler(signal.SIGINT)
+        if terminal is None:  # left early (stdout closed, Ctrl-C twice): stop the work too
+            await worker.cancel(pred_id)
     display.close()
     if streamed and concatenate:
         sys.stdout.write("\n")
