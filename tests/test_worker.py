@@ -276,6 +276,25 @@ def test_cancel_ignored_by_predict_escalates_to_a_restart(ref: str, inputs: dict
     run(main())
 
 
+def test_kill_ends_a_prediction_that_ignores_its_cancel_at_once() -> None:
+    async def main() -> None:
+        w = await started("cancel_sync.py:Predictor", cancel_grace=60)
+        first_pid = w.pid
+        h = await w.predict("stubborn", {"mode": "swallow"})
+        seen: list[Any] = []
+        await wait_for_log(h, "started", seen)
+        await w.cancel("stubborn")
+        await wait_for_log(h, "ignoring cancel", seen)
+        w.kill()
+        r = await asyncio.wait_for(rest(h, seen), 5)
+        assert isinstance(r.terminal, Canceled)
+        await w.wait_ready()
+        assert w.state == "READY" and w.restarts == 1 and not pid_alive(first_pid)
+        await w.shutdown()
+
+    run(main())
+
+
 # --------------------------------------------------------------------------- crashes
 
 

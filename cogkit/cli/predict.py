@@ -196,8 +196,9 @@ async def _predict(worker: Any, inputs: dict[str, Any], schema: dict[str, Any], 
 
     def on_sigint() -> None:
         nonlocal interrupted
-        if interrupted:  # second Ctrl-C: give up waiting
-            raise KeyboardInterrupt
+        if interrupted:  # second Ctrl-C: stop the model now rather than wait for it
+            worker.kill()
+            return
         interrupted = True
         print("\nCanceling the prediction (Ctrl-C again to quit)...", file=sys.stderr)
         asyncio.ensure_future(worker.cancel(pred_id))
@@ -242,7 +243,7 @@ async def _predict(worker: Any, inputs: dict[str, Any], schema: dict[str, Any], 
     if status != "succeeded":
         remove_owned(output)
         print(f'error: prediction failed with status "{status}"' + (f": {error}" if error else ""), file=sys.stderr)
-        return 1
+        return 130 if interrupted and status == "canceled" else 1
     text, written = render(output, args.output, already_streamed=streamed, concatenate=concatenate)
     if output is None or (iterator and not items):
         print("warning: no output generated", file=sys.stderr)

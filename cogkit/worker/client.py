@@ -356,6 +356,16 @@ class Worker:
             )
         return True
 
+    def kill(self) -> None:
+        """Stop the child now (SIGKILL, with everything it started), without waiting for
+        a cancel to take effect: its in-flight predictions end Canceled if a cancel was
+        requested, else Failed. It is restarted as after any crash."""
+        child = self._child
+        if child is not None and child.proc.returncode is None:
+            child.killed_for_cancel = True
+            child.exit_reason = child.exit_reason or "Worker was killed"
+            child.kill()
+
     async def healthcheck(self, timeout: float = 5.0) -> tuple[bool, str | None]:
         """Run the predictor's healthcheck() hook: (healthy, Cog's error message).
         Concurrent callers share one run of the hook."""
