@@ -150,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from cogkit.ml.compile import set_cache_dir
-    from cogkit.ml.fp8 import fp8_matmul_supported, quantize_linears
-    from cogkit.ml.llm_engine import LLMEngine
+    from cogkit.ml.fp8 import fp8_matmul_supported
+    from cogkit.ml.llm_engine import LLMEngine, quantize_fp8
 
     log = _gpu.make_log("gpu_llama")
     device = args.device or ("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         torch._dynamo.reset()
         if device == "cuda":
             torch.cuda.empty_cache()
-        quantize_linears(model, granularity="row", include=lambda name, _: not name.endswith("lm_head"))
+        quantize_fp8(model)
         engine = engine_for("fp8")
         results["cases"].append(measure(engine, args, cfg["vocab_size"], "fp8 weights", log))
         engine.close()

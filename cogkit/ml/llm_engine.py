@@ -283,6 +283,16 @@ def _layer_devices(model: Any) -> list[torch.device]:
     return out
 
 
+def quantize_fp8(model: Any, *, use_scaled_mm: bool | None = None) -> int:
+    """fp8 weight-only linears (per-row scales) for every Linear of a causal LM but its
+    lm_head, which stays in the model's dtype (the logits are the most sensitive);
+    returns how many were swapped. ``use_scaled_mm``: see cogkit.ml.fp8.FP8Linear."""
+    from cogkit.ml.fp8 import quantize_linears
+
+    return quantize_linears(model, granularity="row", include=lambda name, _: not name.endswith("lm_head"),
+                            use_scaled_mm=use_scaled_mm)
+
+
 def _buckets(slots: int) -> list[int]:
     out, n = [], 1
     while n < slots:
@@ -403,9 +413,7 @@ class LLMEngine:
         device_map = "auto" if str(device) == "cuda" and torch.cuda.device_count() > 1 else str(device)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, device_map=device_map)
         if fp8:
-            from cogkit.ml.fp8 import quantize_linears
-
-            quantize_linears(model, granularity="row", include=lambda name, _: not name.endswith("lm_head"))
+            quantize_fp8(model)
         return cls(model, tokenizer, **kwargs)
 
     # ------------------------------------------------------------------------------------------

@@ -126,6 +126,16 @@ def detect_fast_mode(root: pathlib.Path) -> str:
     return "standard"
 
 
+def quantize_unet_fp8(unet: Any, *, use_scaled_mm: bool | None = None) -> int:
+    """fp8 weight-only linears (per-row scales) for the attention and feed-forward
+    projections of the UNet's transformer blocks; convolutions stay as they are.
+    ``use_scaled_mm``: see cogkit.ml.fp8.FP8Linear."""
+    from cogkit.ml.fp8 import quantize_linears
+
+    return quantize_linears(unet, granularity="row", include=lambda name, layer: ".transformer_blocks." in name,
+                            use_scaled_mm=use_scaled_mm)
+
+
 _PARAMS: dict[type, frozenset[str]] = {}
 
 
@@ -170,11 +180,7 @@ class SDXLEngine:
             log("[sdxl] LCM-LoRA: weights not available; fast_mode=lcm needs them")
         self.fp8 = bool(env_flag("COGKIT_SDXL_FP8", default=False))
         if self.fp8:
-            from cogkit.ml.fp8 import quantize_linears
-
-            # attention and feed-forward projections of the transformer blocks; convs stay as they are
-            quantize_linears(self.base.unet, granularity="row",
-                             include=lambda name, layer: ".transformer_blocks." in name)
+            quantize_unet_fp8(self.base.unet)
         self.compiled = bool(env_flag("COGKIT_COMPILE", default=self.plan.device == "cuda"))
         if self.compiled:
             self._compile_and_warm_up()
