@@ -96,6 +96,26 @@ def test_byte_fallback_run_is_held_until_it_ends(sp_tok) -> None:
     assert out[-1] == "😀 cat"
 
 
+def test_vocabulary_is_read_once_per_tokenizer(monkeypatch) -> None:
+    """Every request makes a decoder; reading a 128k vocabulary costs ~80 ms, so the
+    byte-token ids are kept per tokenizer (and read again when it grows)."""
+    tok = build_tokenizer()
+    reads = []
+    real = tok.get_vocab
+
+    def counting():
+        reads.append(1)
+        return real()
+
+    monkeypatch.setattr(tok, "get_vocab", counting)
+    first, second = IncrementalDecoder(tok), IncrementalDecoder(tok)
+    assert len(reads) == 1 and first._wait_after == second._wait_after
+    assert tok.convert_tokens_to_ids("<0x41>") in second._wait_after
+    tok.add_tokens(["<0xQQ>"])
+    third = IncrementalDecoder(tok)
+    assert len(reads) == 2 and tok.convert_tokens_to_ids("<0xQQ>") in third._wait_after
+
+
 @pytest.mark.parametrize("which", ["sp_tok", "bl_tok"])
 def test_random_token_streams_join_to_the_full_decode(which: str, request) -> None:
     """Arbitrary ids (invalid UTF-8, special tokens, lone bytes) still join exactly."""

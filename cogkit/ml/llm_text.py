@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import string
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -89,14 +90,30 @@ def build_prompt(
     return list(tokenizer(prompt, add_special_tokens=True)["input_ids"]), prompt
 
 
+# tokenizer -> (its length when read, its byte-fallback ids): every request makes a decoder,
+# and reading a 128k vocabulary (Llama 3) takes ~80 ms, on the event loop of the predictor.
+_BYTE_IDS: weakref.WeakKeyDictionary[Any, tuple[int, frozenset[int]]] = weakref.WeakKeyDictionary()
+
+
 def _byte_fallback_ids(tokenizer: Any) -> frozenset[int]:
     """Ids of SentencePiece-style byte tokens (``<0x41>``). A run of them decodes as one
-    unit (all U+FFFD when invalid UTF-8), so text is held back until the run ends."""
+    unit (all U+FFFD when invalid UTF-8), so text is held back until the run ends.
+    Read once per tokenizer (again if its vocabulary grows)."""
+    try:
+        size = len(tokenizer)
+        cached = _BYTE_IDS.get(tokenizer)
+    except TypeError:  # no len() or not weak-referenceable: read every time
+        size, cached = -1, None
+    if cached is not None and cached[0] == size:
+        return cached[1]
     try:
         vocab = tokenizer.get_vocab()
     except Exception:
         return frozenset()
-    return frozenset(i for t, i in vocab.items() if len(t) == 6 and t.startswith("<0x") and t.endswith(">"))
+    ids = frozenset(i for t, i in vocab.items() if len(t) == 6 and t.startswith("<0x") and t.endswith(">"))
+    if size >= 0:
+        _BYTE_IDS[tokenizer] = (size, ids)
+    return ids
 
 
 class IncrementalDecoder:
