@@ -234,3 +234,17 @@ def test_ctrl_c_cancels_and_a_second_one_stops_the_model_at_once(tmp_path: Path)
     _, err = proc.communicate(timeout=4)
     assert proc.returncode == 130, err
     assert 'prediction failed with status "canceled"' in err and "Traceback" not in err
+
+
+def test_temp_files_are_all_removed(tmp_path: Path) -> None:
+    """The work folder for inputs and the worker's temp copy of a returned file object
+    (and the folder made for it) are gone after the run."""
+    (tmp_path / "p").mkdir()
+    project = _project(tmp_path / "p", "outputs.py", "Predictor")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    (tmp_path / "in.txt").write_text("x")
+    r = cogkit(project, "predict", "-i", "kind=fileobj", "-o", str(tmp_path / "out"), env={"TMPDIR": str(tmp)})
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out.bin").read_bytes() == b"file bytes"
+    assert list(tmp.iterdir()) == []

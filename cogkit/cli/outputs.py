@@ -9,7 +9,6 @@ their field (``output.file.txt``).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ def _place(src: FileOutput, dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     if src.owned:
         shutil.move(src.path, dest)
+        src.discard()  # the temp folder it came in
     else:
         shutil.copyfile(src.path, dest)
     return dest
@@ -107,8 +107,8 @@ def render(
 
 def remove_owned(value: Any) -> None:
     """Delete temp copies the worker made for outputs that were never placed."""
-    if isinstance(value, FileOutput) and value.owned and os.path.exists(value.path):
-        os.unlink(value.path)
+    if isinstance(value, FileOutput):
+        value.discard()
     elif isinstance(value, list):
         for v in value:
             remove_owned(v)

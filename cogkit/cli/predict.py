@@ -224,6 +224,7 @@ async def _predict(worker: Any, inputs: dict[str, Any], schema: dict[str, Any], 
     finally:
         loop.remove_signal_handler(signal.SIGINT)
         if terminal is None:  # left early (stdout closed, Ctrl-C twice): stop the work too
+            remove_owned(items)
             await worker.cancel(pred_id)
     display.close()
     if streamed and concatenate:
@@ -234,7 +235,11 @@ async def _predict(worker: Any, inputs: dict[str, Any], schema: dict[str, Any], 
     if args.json is not None:
         from cogkit.cli.outputs import write_files
 
-        shown, _ = write_files(output, args.output) if status == "succeeded" else (None, [])
+        if status == "succeeded":
+            shown, _ = write_files(output, args.output)
+        else:
+            shown = None
+            remove_owned(output)
         record = {"status": status, "output": shown, "error": error, "logs": "".join(logs),
                   "metrics": {**nest_metrics(metrics.snapshot()),
                               "predict_time": getattr(terminal, "predict_time", time.monotonic() - started)}}

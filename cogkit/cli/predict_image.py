@@ -25,8 +25,8 @@ def _files_from_data_urls(value: Any, out_schema: dict[str, Any], tmpdir: str) -
     def walk(v: Any, schema: dict[str, Any]) -> Any:
         if isinstance(v, str) and schema.get("format") == "uri" and v.startswith("data:"):
             mime, data = decode_data_url(v)
-            fd, path = tempfile.mkstemp(dir=tmpdir, suffix=extension_for(mime))
-            with os.fdopen(fd, "wb") as f:
+            path = os.path.join(tempfile.mkdtemp(dir=tmpdir), "output" + extension_for(mime))  # owned: alone in a folder
+            with open(path, "wb") as f:
                 f.write(data)
             return FileOutput(path, owned=True)
         if isinstance(v, list):

@@ -17,6 +17,8 @@ returned, left on disk for the parent to encode, upload or move).
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -43,10 +45,23 @@ class FileInput:
 
 @dataclass(frozen=True)
 class FileOutput:
-    """A file the predictor returned (a Path or a file object written to disk)."""
+    """A file the predictor returned (a Path or a file object written to disk).
+
+    owned: the file is a temp copy made for the parent, alone in a temp folder made
+    for it; the parent moves the file away or deletes it, then calls ``discard()``.
+    """
 
     path: str
-    owned: bool = False  # True when the child wrote a temp copy the parent should delete
+    owned: bool = False
+
+    def discard(self) -> None:
+        """Delete an owned temp copy (if still there) and its folder; no-op otherwise."""
+        if not self.owned:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        with contextlib.suppress(OSError):  # not empty: not ours to remove
+            os.rmdir(os.path.dirname(self.path))
 
 
 # ----------------------------------------------------------------------- parent -> child
