@@ -229,7 +229,16 @@ async def prepare_inputs(
                 out[name] = list(value)
             else:
                 jobs.append((name, None, value))
-        results = await asyncio.gather(*(_prepare_one(v, workdir, client_box) for _, _, v in jobs))
+        tasks = [asyncio.ensure_future(_prepare_one(v, workdir, client_box)) for _, _, v in jobs]
+        try:
+            results = await asyncio.gather(*tasks)
+        except BaseException:
+            # One failed (or we were canceled): stop the other downloads before the
+            # caller removes their folder, and collect their errors.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         for (name, index, _), result in zip(jobs, results):
             if index is None:
                 out[name] = result

@@ -78,6 +78,16 @@ def test_http_error_and_other_schemes(server: str, tmp_path: Path) -> None:
     assert [f.kind for f in out["files"]] == ["local", "local"]
 
 
+def test_a_failed_download_stops_the_others(server: str, tmp_path: Path) -> None:
+    async def main() -> None:
+        with pytest.raises(files.InputFileError, match="404"):
+            await files.prepare_inputs({"image": f"{server}/missing.png", "files": [f"{server}/slow/photo.png"]}, DOC, tmp_path)
+        # the slow download was canceled, not left running into a folder about to be removed
+        assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+
+    asyncio.run(main())
+
+
 def test_unparseable_and_unreachable_urls_are_input_errors(tmp_path: Path) -> None:
     with pytest.raises(files.InputFileError, match="could not fetch"):
         _prepare({"image": "http://exa\u0000mple..com/x.png"}, tmp_path)
