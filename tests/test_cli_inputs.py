@@ -78,3 +78,8 @@ def test_json_inputs(tmp_path: Path) -> None:
         parse_json('{"step": 2}', DOC)
     with pytest.raises(CogkitError, match="JSON object"):
         parse_json("[1]", DOC)
+    with pytest.raises(CogkitError, match="no such file"):
+        parse_json(f"@{tmp_path / 'missing.json'}", DOC)
+    (tmp_path / "bin.dat").write_bytes(b"\xff\xfe")
+    with pytest.raises(CogkitError, match="cannot read .* as text"):
+        parse_flags([f"prompt=@{tmp_path / 'bin.dat'}"], DOC)

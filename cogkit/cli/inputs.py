@@ -39,10 +39,17 @@ def _read_file_value(raw: str, prop: dict[str, Any]) -> Any:
     is_file = prop.get("format") == "uri" or (prop.get("items") or {}).get("format") == "uri"
     if is_file:
         return ("@file", os.path.abspath(path))
-    if not os.path.isfile(path):
-        raise CogkitError(f"no such file: {path!r}")
-    with open(path, encoding="utf-8") as f:
-        return f.read()
+    return _read_text(path)
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise CogkitError(f"no such file: {path!r}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CogkitError(f"cannot read {path!r} as text: {exc}") from None
 
 
 def coerce(raw: str, prop: dict[str, Any]) -> Any:
@@ -114,8 +121,7 @@ def parse_json(text: str, openapi_doc: dict[str, Any], mode: str = "predict") ->
     if text == "-":
         text = sys.stdin.read()
     elif text.startswith("@"):
-        with open(os.path.expanduser(text[1:]), encoding="utf-8") as f:
-            text = f.read()
+        text = _read_text(os.path.expanduser(text[1:]))
     try:
         values = json.loads(text)
     except json.JSONDecodeError as exc:
