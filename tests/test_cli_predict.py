@@ -248,3 +248,13 @@ def test_temp_files_are_all_removed(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "out.bin").read_bytes() == b"file bytes"
     assert list(tmp.iterdir()) == []
+
+
+def test_schema_without_an_entry_point_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "cog.yaml").write_text('build:\n  python_version: "3.11"\n')
+    r = cogkit(tmp_path, "schema")
+    assert r.returncode == 1 and "no 'run:' key" in r.stderr and "Traceback" not in r.stderr
+    _project(tmp_path, "hello.py", "Predictor")
+    r = cogkit(tmp_path, "schema", "--mode", "train")
+    assert r.returncode == 1 and "no 'train:' key" in r.stderr
+    assert json.loads(cogkit(tmp_path, "schema").stdout)["components"]["schemas"]["Input"]["required"] == ["text"]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,17 +16,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cogkit.config import load_config
+    from cogkit.config import predictor_ref, load_config
+    from cogkit.exceptions import ConfigError
     from cogkit.schema import project_document
 
     cfg = load_config(args.file)
-    predict_ref = os.environ.get("COG_PREDICT_TYPE_STUB") or cfg.predict
-    train_ref = os.environ.get("COG_TRAIN_TYPE_STUB") or cfg.train
-    if args.mode == "predict":
-        train_ref = None
-    elif args.mode == "train":
-        predict_ref = None
-    sys.path.insert(0, str(cfg.project_dir))
+
+    def ref(mode: str) -> str | None:
+        if args.mode not in (mode, "all"):
+            return None
+        try:
+            return predictor_ref(mode, config=cfg)
+        except ConfigError:
+            if args.mode == "all":
+                return None
+            raise
+
+    predict_ref, train_ref = ref("predict"), ref("train")
+    if predict_ref is None and train_ref is None:
+        predictor_ref("predict", config=cfg)  # raises: says which key is missing
     doc = project_document(str(cfg.project_dir), predict_ref, train_ref)
     text = json.dumps(doc, indent=2)
     if args.output:
