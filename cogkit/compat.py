@@ -16,9 +16,11 @@ import types
 from collections.abc import Sequence
 from typing import Any
 
-# Cog module name -> cogkit module providing it.
-_ALIASES = {
+# Cog module name -> cogkit module providing it (None: an empty package, there only
+# so that its submodules import).
+_ALIASES: dict[str, str | None] = {
     "cog": "cogkit",
+    "cog.server": None,
     "cog.types": "cogkit.types",
     "cog.input": "cogkit.input",
     "cog.predictor": "cogkit.predictor",
@@ -29,14 +31,20 @@ _ALIASES = {
 }
 
 
+_PACKAGES = {"cog", "cog.server"}
+
+
 class _CogAliasLoader(importlib.abc.Loader):
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str | None) -> None:
         self._target = target
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> None:
         return None  # default module creation
 
     def exec_module(self, module: types.ModuleType) -> None:
+        module.__cogkit_alias__ = self._target
+        if self._target is None:
+            return
         # A fresh module holding the cogkit module's public names: cogkit itself is
         # never renamed or mutated by the alias.
         source = importlib.import_module(self._target)
@@ -45,7 +53,6 @@ class _CogAliasLoader(importlib.abc.Loader):
             setattr(module, name, getattr(source, name))
         if hasattr(source, "__version__"):
             module.__version__ = source.__version__
-        module.__cogkit_alias__ = self._target
 
 
 class CogAliasFinder(importlib.abc.MetaPathFinder):
@@ -65,7 +72,7 @@ class CogAliasFinder(importlib.abc.MetaPathFinder):
             if finder.find_spec(fullname, path, target) is not None:
                 return None  # a real cog is installed: let it load
         return importlib.util.spec_from_loader(
-            fullname, _CogAliasLoader(_ALIASES[fullname]), is_package=fullname == "cog"
+            fullname, _CogAliasLoader(_ALIASES[fullname]), is_package=fullname in _PACKAGES
         )
 
 

@@ -132,6 +132,7 @@ def test_import_cog_resolves_to_cogkit_when_cog_is_absent(tmp_path: Path) -> Non
     (tmp_path / "predict.py").write_text(textwrap.dedent("""
         from cog import BasePredictor, Input, Path, Secret
         from cog.types import ConcatenateIterator
+        from cog.server.exceptions import CancelationException  # where Cog <= 0.16 had it
         import cog
         class Predictor(BasePredictor):
             def predict(self, s: Secret = Input(default=None)) -> str:
