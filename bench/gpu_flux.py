@@ -15,11 +15,19 @@ A100/T4 get) and ``fp8-compiled`` (go_fast: fp8 block weights + compile; what sm
 get). One transformer serves both variants (schnell's has no guidance embedding:
 one small MLP less per step).
 
-Then setup time to READY: the pipeline is saved to disk once, and a fresh process
-runs the predictor's setup() twice, with an empty compile cache (and no saved fp8
-transformer) and again with both warm.
+Then setup time to READY: the pipeline is saved to disk once (34 GB; skipped, with
+a log line, when the disk lacks room for it and the 11 GB fp8 file), and a fresh
+process runs the predictor's setup() twice, with an empty compile cache (and no
+saved fp8 transformer) and again with both warm.
 
-    python bench/gpu_flux.py                    # on a GPU (about 8 minutes on an H100)
+No case starts after --budget-s seconds (default 420; none with --tiny), and the
+--json file is rewritten after every case, so a run cut short keeps what it measured.
+The whole run is more than one ~8-minute device slot on an H100 (estimated, not
+yet measured: the three modes 4-5 minutes, the boot part 3-4 more), so run it in
+two parts:
+
+    python bench/gpu_flux.py --no-boot          # on a GPU: the three modes
+    python bench/gpu_flux.py --modes ""         # on a GPU: setup to READY only
     python bench/gpu_flux.py --tiny             # tiny configs on the CPU (a smoke test)
     python bench/gpu_flux.py --tiny --no-compile --json out.json
 """
@@ -134,7 +142,7 @@ def time_case(engine, variant: str, steps: int, size: int, go_fast: bool, reps: 
             "it_per_s": round(steps / statistics.median(times), 2)}
 
 
-def boot(weights: str, compile_cache: str, fp8_cache: str, compile_: bool, warmup: str) -> dict:
+def boot(weights: str, compile_cache: str, fp8_cache: str, compile_: bool, warmup: str, timeout: float) -> dict:
     """Process start -> predictor setup() done, in a fresh interpreter."""
     code = (
         "import json, sys, time\n"
@@ -148,7 +156,7 @@ def boot(weights: str, compile_cache: str, fp8_cache: str, compile_: bool, warmu
     env = dict(os.environ, COGKIT_COMPILE_CACHE=compile_cache, COGKIT_FLUX_FP8_CACHE=fp8_cache,
                COGKIT_FLUX_COMPILE="1" if compile_ else "0", COGKIT_FLUX_WARMUP=warmup)
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1800)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout)
     wall = time.perf_counter() - t0
     if out.returncode != 0:
         raise RuntimeError(f"boot failed:\n{out.stderr[-4000:]}")
@@ -156,6 +164,30 @@ def boot(weights: str, compile_cache: str, fp8_cache: str, compile_: bool, warmu
     fast = result.get("fast") or {}
     return {"to_ready_s": round(wall, 2), "setup_s": round(result["setup_s"], 2),
             "fp8": fast.get("source", "n/a").split(" ")[0].rstrip(","), "fp8_build_s": round(fast.get("seconds", 0.0), 2)}
+
+
+def pipeline_bytes(pipe) -> tuple[int, int]:
+    """(bytes save_pretrained writes, bytes of the fp8 transformer file setup() saves)."""
+    import torch
+    from flux_fast import block_linears
+
+    total = sum(t.numel() * t.element_size() for m in pipe.components.values() if isinstance(m, torch.nn.Module)
+                for t in [*m.parameters(), *m.buffers()])
+    fp8 = sum(lin.weight.numel() for lin in block_linears(pipe.transformer).values())
+    return total, fp8
+
+
+def free_gpu() -> str:
+    """Let go of everything this process compiled or cached on the GPU (the boot
+    processes load a second copy of the pipeline); returns what is still held."""
+    import torch
+
+    torch._dynamo.reset()  # compiled code may keep the modules it was traced from alive
+    gc.collect()
+    if not torch.cuda.is_available():
+        return "no GPU"
+    torch.cuda.empty_cache()
+    return f"{torch.cuda.memory_allocated() / 2**30:.1f} GiB allocated, {torch.cuda.memory_reserved() / 2**30:.1f} GiB reserved"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,13 +200,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-compile", action="store_true", help="go_fast modes without torch.compile")
     ap.add_argument("--no-boot", action="store_true", help="skip the setup-to-READY measurements")
     ap.add_argument("--workdir", default=None, help="where saved weights and caches go (default: a temp dir)")
-    ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="start no new case after this many seconds (default 420; no limit with --tiny)")
+    ap.add_argument("--json", default=None, help="write the results here (after every case)")
     args = ap.parse_args(argv)
+    budget_s = args.budget_s if args.budget_s is not None else (float("inf") if args.tiny else 420.0)
     size = args.size or (512 if args.tiny else 1024)
     reps = args.reps or (2 if args.tiny else 5)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     compile_ = not args.no_compile
     workdir = args.workdir or tempfile.mkdtemp(prefix="cogkit-flux-bench-")
+    os.makedirs(workdir, exist_ok=True)
     os.environ["COGKIT_COMPILE_CACHE"] = os.path.join(workdir, "compile-inprocess")
 
     import torch
@@ -191,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     pipe = build_pipeline(args.tiny, plan)
 
     for mode in modes:
+        if _gpu.over_budget(log, budget_s, f"mode {mode}"):
+            results["cases"].update({f"{v}/{mode}": {"skipped": "time budget"} for v in ("schnell", "dev")})
+            continue
         os.environ["COGKIT_FLUX_FP8"] = "1" if mode == "fp8-compiled" else "0"
         os.environ["COGKIT_FLUX_COMPILE"] = "1" if (compile_ and mode != "eager") else "0"
         os.environ["COGKIT_FLUX_GO_FAST"] = "0" if mode == "eager" else "1"
@@ -200,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         for variant, steps in (("schnell", 4), ("dev", args.dev_steps)):
+            if _gpu.over_budget(log, budget_s, f"{variant} {mode}"):
+                results["cases"][f"{variant}/{mode}"] = {"skipped": "time budget"}
+                continue
             r = time_case(engine, variant, steps, size, go_fast=mode != "eager", reps=reps)
             r["engine_setup_s"] = round(build_s, 2)
             if mode != "eager":
@@ -209,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             goal = None if args.tiny else GOALS.get((variant, mode))
             r["goal_s"] = goal
             results["cases"][f"{variant}/{mode}"] = r
+            _gpu.write_json(args.json, results)
             log(f"{variant:7s} {mode:13s} {size}x{size} {steps:2d} steps: median {r['median_s']:.3f}s "
                 f"({r['it_per_s']} it/s), first call {r['first_call_s']:.1f}s"
                 + (f", goal <= {goal}s" if goal else ""))
@@ -218,29 +261,64 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.empty_cache()
 
     if not args.no_boot:
-        weights = os.path.join(workdir, "weights")
-        t0 = time.perf_counter()
-        if not os.path.isfile(os.path.join(weights, "model_index.json")):
-            pipe.save_pretrained(weights)
-        results["save_s"] = round(time.perf_counter() - t0, 1)
-        del pipe
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        caches = os.path.join(workdir, "boot-compile"), os.path.join(workdir, "boot-fp8")
-        warmup = "presets" if plan.device == "cuda" and compile_ else "none"
-        for label in ("cold", "warm"):
-            os.environ.pop("COGKIT_FLUX_FP8", None)
-            os.environ.pop("COGKIT_FLUX_GO_FAST", None)
-            r = boot(weights, *caches, compile_=compile_, warmup=warmup)
-            results[f"boot_{label}"] = r
-            log(f"boot ({label} compile cache, fp8 {r['fp8']}): READY in {r['to_ready_s']:.1f}s "
-                f"(setup {r['setup_s']:.1f}s, fp8 transformer {r['fp8_build_s']:.1f}s)"
-                + (", goal <= 15s" if label == "warm" and not args.tiny else ""))
+        weights = save_for_boot(pipe, workdir, budget_s, results)
+        del pipe  # the boot processes load their own copy: nothing of this one may stay on the GPU
+        if weights is not None:
+            log(f"GPU memory of this process before the boots: {free_gpu()}")
+            run_boots(weights, args, plan, workdir, budget_s, compile_, results)
 
     _gpu.write_json(args.json, results)
     print(json.dumps(results, indent=2))
     return 0
+
+
+def save_for_boot(pipe, workdir: str, budget_s: float, results: dict) -> str | None:
+    """The pipeline saved for the boot processes (once per --workdir); None, with the
+    reason in ``results``, when the time budget is spent or the disk lacks room."""
+    import shutil
+
+    weights = os.path.join(workdir, "weights")
+    saved = os.path.isfile(os.path.join(weights, "model_index.json"))
+    if _gpu.over_budget(log, budget_s, "the setup-to-READY measurements"):
+        results["boot_skipped"] = "time budget"
+        return None
+    pipe_bytes, fp8_bytes = pipeline_bytes(pipe)
+    need = (0 if saved else pipe_bytes) + fp8_bytes + (1 << 30)  # + inductor caches and slack
+    free = shutil.disk_usage(workdir).free
+    if free < need:
+        results["boot_skipped"] = f"disk: {need / 2**30:.1f} GiB needed in {workdir}, {free / 2**30:.1f} GiB free"
+        log(f"setup-to-READY skipped: {results['boot_skipped']} (--workdir elsewhere?)")
+        return None
+    t0 = time.perf_counter()
+    if not saved:
+        pipe.save_pretrained(weights)
+    results["save_s"] = round(time.perf_counter() - t0, 1)
+    log(f"pipeline saved to {weights} in {results['save_s']:.1f}s")
+    return weights
+
+
+def run_boots(weights: str, args, plan, workdir: str, budget_s: float, compile_: bool, results: dict) -> None:
+    """Setup to READY in fresh processes, cold then warm caches (see the module docstring)."""
+    caches = os.path.join(workdir, "boot-compile"), os.path.join(workdir, "boot-fp8")
+    warmup = "presets" if plan.device == "cuda" and compile_ else "none"
+    for label in ("cold", "warm"):
+        if _gpu.over_budget(log, budget_s, f"the {label} boot"):
+            results[f"boot_{label}"] = {"skipped": "time budget"}
+            continue
+        os.environ.pop("COGKIT_FLUX_FP8", None)
+        os.environ.pop("COGKIT_FLUX_GO_FAST", None)
+        try:
+            r = boot(weights, *caches, compile_=compile_, warmup=warmup, timeout=900)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            results[f"boot_{label}"] = {"error": str(exc)[-2000:]}
+            log(f"boot ({label}) failed: {str(exc)[-2000:]}")
+            _gpu.write_json(args.json, results)
+            continue
+        results[f"boot_{label}"] = r
+        _gpu.write_json(args.json, results)
+        log(f"boot ({label} compile cache, fp8 {r['fp8']}): READY in {r['to_ready_s']:.1f}s "
+            f"(setup {r['setup_s']:.1f}s, fp8 transformer {r['fp8_build_s']:.1f}s)"
+            + (", goal <= 15s" if label == "warm" and not args.tiny else ""))
 
 
 if __name__ == "__main__":

@@ -104,3 +104,21 @@ def test_bench_runs_with_a_tiny_config(tmp_path) -> None:
     assert result["cases"]["schnell/compiled"]["go_fast"]["fp8"] is False
     assert result["boot_cold"]["fp8"] == "quantised" and result["boot_warm"]["fp8"] == "loaded"
     assert result["boot_warm"]["to_ready_s"] > 0
+
+
+@pytest.mark.timeout(300)
+def test_bench_budget_skips_cases_and_keeps_the_json(tmp_path) -> None:
+    """--budget-s: no case starts once it is spent (a device slot is short); what was
+    skipped, and why, is in the JSON."""
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "gpu_flux.py"), "--tiny", "--no-compile", "--budget-s", "0",
+         "--workdir", str(tmp_path / "work"), "--json", str(out)],
+        env=_env(), capture_output=True, text=True, timeout=250)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["cases"] == {f"{v}/{m}": {"skipped": "time budget"}
+                               for v in ("schnell", "dev") for m in ("eager", "compiled", "fp8-compiled")}
+    assert result["boot_skipped"] == "time budget" and "boot_cold" not in result
+    assert not (tmp_path / "work" / "weights").exists()
+    assert "budget of 0s spent: skipping mode eager" in run.stderr
