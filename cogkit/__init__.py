@@ -6,7 +6,7 @@ torch and no server code, so predictors and the CLI start fast.
 """
 
 from cogkit._version import __version__
-from cogkit.exceptions import CancelationException
+from cogkit.exceptions import CancelationException, ExperimentalFeatureWarning
 from cogkit.input import FieldInfo, Input
 from cogkit.predictor import BasePredictor, BaseRunner, concurrent, streaming
 from cogkit.scope import current_scope, emit_metric
@@ -29,6 +29,7 @@ __all__ = [
     "BaseRunner",
     "CancelationException",
     "ConcatenateIterator",
+    "ExperimentalFeatureWarning",
     "FieldInfo",
     "File",
     "Input",

@@ -9,6 +9,12 @@ class CancelationException(BaseException):
     """
 
 
+class ExperimentalFeatureWarning(FutureWarning):
+    """Cog's warning category for experimental features. cogkit never emits it; it
+    exists so that predictors which filter it (``warnings.filterwarnings("ignore",
+    category=ExperimentalFeatureWarning)``) import unchanged."""
+
+
 class CogkitError(Exception):
     """Base class of errors cogkit reports to users (CLI exit code 1, not a traceback)."""
 

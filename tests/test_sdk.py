@@ -133,6 +133,9 @@ def test_import_cog_resolves_to_cogkit_when_cog_is_absent(tmp_path: Path) -> Non
         from cog import BasePredictor, Input, Path, Secret
         from cog.types import ConcatenateIterator
         from cog.server.exceptions import CancelationException  # where Cog <= 0.16 had it
+        from cog import ExperimentalFeatureWarning
+        import warnings
+        warnings.filterwarnings("ignore", category=ExperimentalFeatureWarning)
         import cog
         class Predictor(BasePredictor):
             def predict(self, s: Secret = Input(default=None)) -> str:
