@@ -25,6 +25,7 @@ from typing import Any
 import pybase64
 
 from cogkit.exceptions import CogkitError
+from cogkit.schema import input_schema
 from cogkit.worker.protocol import FileInput
 
 # Limits for fetched inputs; overridable per deployment.
@@ -142,7 +143,7 @@ def path_to_data_url(path: str | os.PathLike[str]) -> str:
 
 def file_inputs(openapi_doc: dict[str, Any], mode: str = "predict") -> dict[str, bool]:
     """Names of file-typed inputs -> whether the input is a list of files."""
-    comp = openapi_doc["components"]["schemas"]["TrainingInput" if mode == "train" else "Input"]
+    comp = input_schema(openapi_doc, mode)
     out: dict[str, bool] = {}
     for name, prop in comp.get("properties", {}).items():
         if prop.get("format") == "uri":

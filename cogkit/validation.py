@@ -21,6 +21,8 @@ import pydantic
 from pydantic import StrictBool, StrictFloat, StrictInt, StrictStr
 from pydantic_core import PydanticCustomError
 
+from cogkit.schema import input_schema, resolve_property
+
 _TYPE_NAMES = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean", "array": "array", "object": "object"}
 
 
@@ -43,21 +45,6 @@ def json_repr(value: Any) -> str:
         return repr(value)
 
 
-def _resolve(prop: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
-    """Merge ``allOf: [{$ref}]`` (choices) into one flat property schema."""
-    if "allOf" in prop:
-        merged = {k: v for k, v in prop.items() if k != "allOf"}
-        for part in prop["allOf"]:
-            ref = part.get("$ref", "")
-            target = schemas.get(ref.rsplit("/", 1)[-1], {}) if ref else part
-            for k, v in target.items():
-                merged.setdefault(k, v)
-        return merged
-    if "$ref" in prop:
-        return _resolve({"allOf": [{"$ref": prop["$ref"]}], **{k: v for k, v in prop.items() if k != "$ref"}}, schemas)
-    return prop
-
-
 @dataclass(frozen=True)
 class _Rules:
     """The constraint part of one property, kept for error messages."""
@@ -74,7 +61,7 @@ class _Rules:
 
 
 def _rules(prop: dict[str, Any], schemas: dict[str, Any]) -> _Rules:
-    p = _resolve(prop, schemas)
+    p = resolve_property(prop, schemas)
     items = p.get("items")
     return _Rules(
         type=p.get("type"),
@@ -91,7 +78,7 @@ def _rules(prop: dict[str, Any], schemas: dict[str, Any]) -> _Rules:
 
 def _annotation(rules: _Rules, prop: dict[str, Any], schemas: dict[str, Any]) -> Any:
     """The strict pydantic annotation for one property."""
-    p = _resolve(prop, schemas)
+    p = resolve_property(prop, schemas)
     if "anyOf" in p:
         members = [_annotation(_rules(m, schemas), m, schemas) for m in p["anyOf"]]
         return Union[tuple(members)]  # type: ignore[return-value]  # noqa: UP007
@@ -140,7 +127,7 @@ class InputValidator:
 
     def __init__(self, openapi_doc: dict[str, Any], mode: str = "predict") -> None:
         schemas = openapi_doc["components"]["schemas"]
-        comp = schemas["TrainingInput" if mode == "train" else "Input"]
+        comp = input_schema(openapi_doc, mode)
         self.properties: dict[str, dict[str, Any]] = comp.get("properties", {})
         self.required: set[str] = set(comp.get("required", []))
         self._rules = {name: _rules(prop, schemas) for name, prop in self.properties.items()}

@@ -16,16 +16,7 @@ from typing import Any
 
 from cogkit.exceptions import CogkitError
 from cogkit.files import path_to_data_url
-
-
-def _resolved(prop: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
-    if "allOf" in prop:
-        out = {k: v for k, v in prop.items() if k != "allOf"}
-        for part in prop["allOf"]:
-            ref = part.get("$ref", "")
-            out.update({k: v for k, v in schemas.get(ref.rsplit("/", 1)[-1], {}).items() if k not in out})
-        return out
-    return prop
+from cogkit.schema import input_schema, resolve_property
 
 
 def did_you_mean(name: str, candidates: list[str]) -> str:
@@ -89,7 +80,7 @@ def coerce(raw: str, prop: dict[str, Any]) -> Any:
 def parse_flags(flags: list[str], openapi_doc: dict[str, Any], mode: str = "predict") -> dict[str, Any]:
     """``["prompt=hi", "seed=3"]`` -> ``{"prompt": "hi", "seed": 3}``."""
     schemas = openapi_doc["components"]["schemas"]
-    props: dict[str, Any] = schemas["TrainingInput" if mode == "train" else "Input"].get("properties", {})
+    props: dict[str, Any] = input_schema(openapi_doc, mode).get("properties", {})
     values: dict[str, Any] = {}
     repeated: dict[str, list[Any]] = {}
     for flag in flags:
@@ -101,7 +92,7 @@ def parse_flags(flags: list[str], openapi_doc: dict[str, Any], mode: str = "pred
             raw = raw[1:-1]
         if name not in props:
             raise CogkitError(f'unknown input "{name}"{did_you_mean(name, list(props))}')
-        prop = _resolved(props[name], schemas)
+        prop = resolve_property(props[name], schemas)
         if prop.get("type") == "array":
             item = coerce(raw, prop.get("items") or {}) if not raw.lstrip().startswith("[") else None
             if item is None:
@@ -129,11 +120,11 @@ def parse_json(text: str, openapi_doc: dict[str, Any], mode: str = "predict") ->
     if not isinstance(values, dict):
         raise CogkitError("--json must be a JSON object of inputs")
     schemas = openapi_doc["components"]["schemas"]
-    props = schemas["TrainingInput" if mode == "train" else "Input"].get("properties", {})
+    props = input_schema(openapi_doc, mode).get("properties", {})
     for name, value in values.items():
         if name not in props:
             raise CogkitError(f'unknown input "{name}"{did_you_mean(name, list(props))}')
-        prop = _resolved(props[name], schemas)
+        prop = resolve_property(props[name], schemas)
         if isinstance(value, str) and value.startswith("@"):
             values[name] = _read_file_value(value, prop)
         elif isinstance(value, list):
