@@ -258,3 +258,27 @@ def test_schema_without_an_entry_point_is_a_clear_error(tmp_path: Path) -> None:
     r = cogkit(tmp_path, "schema", "--mode", "train")
     assert r.returncode == 1 and "no 'train:' key" in r.stderr
     assert json.loads(cogkit(tmp_path, "schema").stdout)["components"]["schemas"]["Input"]["required"] == ["text"]
+
+
+def test_sigterm_stops_the_model_and_removes_temp_files(tmp_path: Path) -> None:
+    (tmp_path / "cog.yaml").write_text('run: "predict.py:Predictor"\n')
+    (tmp_path / "predict.py").write_text(
+        "import time\nfrom cog import BasePredictor, Path\n"
+        "class Predictor(BasePredictor):\n"
+        "    def predict(self, image: Path) -> str:\n"
+        "        print('sleeping', flush=True)\n        time.sleep(60)\n        return 'woke'\n"
+    )
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    (tmp_path / "in.txt").write_text("x")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cogkit", "predict", "-i", f"image=@{tmp_path / 'in.txt'}"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(tmp)},
+    )
+    assert proc.stderr is not None and proc.stderr.readline() == "sleeping\n"
+    assert any(tmp.iterdir())  # the input's copy is there while it runs
+    proc.terminate()
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    assert list(tmp.iterdir()) == []

@@ -62,7 +62,10 @@ def run(args: argparse.Namespace) -> int:
         from cogkit.cli.predict_image import run_image
 
         return run_image(args)
-    return asyncio.run(_run_local(args))
+    try:
+        return asyncio.run(_run_local(args))
+    except asyncio.CancelledError:  # SIGTERM, after _run_local cleaned up
+        return 128 + signal.SIGTERM
 
 
 def _print_validation_errors(errors: list[dict[str, Any]]) -> None:
@@ -135,6 +138,11 @@ async def _run_local(args: argparse.Namespace) -> int:
         restart_on_crash=False,
     )
     workdir = tempfile.mkdtemp(prefix="cogkit-predict-")
+    # SIGTERM (timeout, process managers) unwinds like Ctrl-C does: through the
+    # finally below, so the worker stops and no temp file is left behind.
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     try:
         await worker.start()
         # On failure the logs (with the traceback) were shown by _wait_setup; the
