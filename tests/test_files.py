@@ -127,3 +127,16 @@ def test_safe_join_stays_inside(tmp_path: Path) -> None:
     (tmp_path / "evil.png").symlink_to("/etc/passwd")  # a planted link must not redirect a write
     with pytest.raises(CogkitError, match="outside"):
         files.safe_join(tmp_path, "evil.png")
+
+
+def test_output_files_named_after_output_keys_stay_in_the_output_folder(tmp_path: Path) -> None:
+    from cogkit.cli.outputs import write_files
+    from cogkit.worker.protocol import FileOutput
+
+    src = tmp_path / "src.txt"
+    src.write_text("x")
+    out = tmp_path / "out"
+    out.mkdir()
+    shown, written = write_files({"x/../../../escaped": FileOutput(str(src)), "a/b": [FileOutput(str(src))]}, str(out))
+    assert [p.parent for p in written] == [out, out]
+    assert shown == {"x/../../../escaped": str(out / "output.x_.._.._.._escaped.txt"), "a/b": [str(out / "output.a_b.0.txt")]}

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from cogkit.files import guess_mime, extension_for
+from cogkit.files import extension_for, guess_mime, safe_filename
 from cogkit.worker.protocol import FileOutput
 
 
@@ -47,7 +47,8 @@ def _target(base: str | None, ext: str, index: int | None = None, key: str | Non
         suffix += f".{key}"
     if index is not None:
         suffix += f".{index}"
-    return folder / f"{stem}{suffix}{base_ext or ext}"
+    # keys come from the predictor's output: a "/" in one must not lead out of the folder
+    return folder / safe_filename(f"{stem}{suffix}{base_ext or ext}")
 
 
 def has_files(value: Any) -> bool:
