@@ -14,7 +14,6 @@ import importlib.util
 import sys
 import types
 from collections.abc import Sequence
-from typing import Any
 
 # Cog module name -> cogkit module providing it (None: an empty package, there only
 # so that its submodules import).
@@ -80,7 +79,3 @@ def install_cog_alias() -> None:
     """Make ``import cog`` work in this process (idempotent)."""
     if not any(isinstance(f, CogAliasFinder) for f in sys.meta_path):
         sys.meta_path.append(CogAliasFinder())
-
-
-def is_cog_alias(module: Any) -> bool:
-    return hasattr(module, "__cogkit_alias__")

@@ -3,9 +3,9 @@
 Inputs: values of file-typed inputs (``format: uri`` in the schema) that are http(s)
 or data URLs are fetched into a per-prediction work folder before the worker sees
 them; everything else is passed through as a plain path string, as Cog does (so
-``file://`` and other schemes are never dereferenced). Outputs: files the predictor
-returned become data URLs (server) or files on disk (CLI), never outside the
-folder they were asked for.
+``file://`` and other schemes are never dereferenced). Outputs: ``data_url`` encodes
+a file the predictor returned (the server); the CLI writes them to disk instead
+(cogkit.cli.outputs), with names made by ``safe_filename``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import base64
 import binascii
 import mimetypes
 import os
-import re
 import shutil
 import tempfile
 import urllib.parse
@@ -89,15 +88,6 @@ def safe_filename(name: str) -> str:
 def filename_from_url(url: str) -> str:
     path = urllib.parse.urlparse(url).path
     return safe_filename(urllib.parse.unquote_plus(os.path.basename(path)))
-
-
-def safe_join(folder: str | os.PathLike[str], name: str) -> Path:
-    """``folder/name`` for an untrusted ``name``; never resolves outside ``folder``."""
-    base = Path(folder).resolve()
-    target = (base / safe_filename(name)).resolve()
-    if base != target.parent:
-        raise CogkitError(f"refusing to write {name!r} outside {str(base)!r}")
-    return target
 
 
 # --------------------------------------------------------------------------- data URLs
@@ -270,14 +260,3 @@ def fetch_to(url: str, dest: str | os.PathLike[str]) -> None:
             with open(dest, "wb") as f:
                 for chunk in resp.iter_bytes(_CHUNK):
                     f.write(chunk)
-
-
-# --------------------------------------------------------------------------- outputs
-
-
-_DATA_URL_RE = re.compile(r"^data:([^;,]*)")
-
-
-def mime_of_data_url(url: str) -> str:
-    m = _DATA_URL_RE.match(url)
-    return (m.group(1) if m else "") or "application/octet-stream"
