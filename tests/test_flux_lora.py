@@ -171,3 +171,27 @@ def test_lora_from_an_http_url_is_downloaded_once(engine, tiny_flux_lora, tmp_pa
                 run(engine, go_fast=False, lora_weights=url.replace("style", "missing"))
     finally:
         run(engine, go_fast=False)
+
+
+def test_compiled_go_fast_is_not_recompiled_by_loras(tiny_flux_schnell, tiny_flux_lora, monkeypatch) -> None:
+    """go_fast compiled (the CUDA default; here with the eager backend): merging a LoRA,
+    changing its scale and removing it rewrite weights in place, so no request with a
+    LoRA pays for a recompile (on an H100 that is tens of seconds)."""
+    import torch
+    import torch._dynamo.utils
+    from flux_engine import FluxEngine
+
+    monkeypatch.setenv("COGKIT_FLUX_COMPILE", "1")
+    monkeypatch.setenv("COGKIT_COMPILE_BACKEND", "eager")
+    torch._dynamo.reset()
+    compiled = FluxEngine(tiny_flux_schnell, warmup="none")
+    try:
+        assert compiled.compiled
+        run(compiled, go_fast=True)
+        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        for scale in (0.6, 1.3):
+            run(compiled, go_fast=True, lora_weights=str(tiny_flux_lora), lora_scale=scale)
+        run(compiled, go_fast=True)
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+    finally:
+        torch._dynamo.reset()

@@ -29,9 +29,9 @@ Modules and their main functions:
 * ``cogkit.ml.lora``: ``resolve_lora_file(spec)`` (local file/folder, http(s) URL via the
   weights cache, Hugging Face repo -> one ``.safetensors`` file), ``content_hash(file)``,
   ``adapter_name(file)`` (adapters named by content), ``LoraError`` (an InputError).
-* ``cogkit.ml.compile``: ``compile_module(module, regional=True)``,
-  ``compile_unet_pipeline(pipe)`` (UNet regional + whole VAE decoder; backend from
-  COGKIT_COMPILE_BACKEND), ``set_cache_dir(path)``, ``warm_up(fn, runs=)``.
+* ``cogkit.ml.compile``: ``compile_module(module, regional=True)`` (backend from
+  COGKIT_COMPILE_BACKEND, else inductor), ``compile_unet_pipeline(pipe)`` (UNet
+  regional + whole VAE decoder), ``set_cache_dir(path)``, ``warm_up(fn, runs=)``.
 * ``cogkit.ml.fp8``: ``quantize_linears(model, granularity="tensor"|"row")``,
   ``FP8Linear``, ``fp8_matmul_supported(device)``, ``quantize_weight``.
 * ``cogkit.ml.progress``: ``DenoiseProgress`` (diffusers ``callback_on_step_end``

@@ -6,6 +6,8 @@
   blocks a model repeats (diffusers' ``_repeated_blocks``, else the items of any
   ModuleList of same-class blocks), which compiles ~7x faster than the whole
   model for nearly the same speed. ``regional=False`` compiles the whole module.
+  The backend defaults to COGKIT_COMPILE_BACKEND (e.g. "eager" in CPU tests), else
+  inductor.
 * ``compile_unet_pipeline(pipe)``: the UNet regionally + the whole VAE decoder (SDXL,
   PhotoMaker and their benches).
 * ``warm_up(fn)``: runs ``fn`` (e.g. a small prediction) and logs how long the
@@ -56,6 +58,7 @@ def compile_module(
 ) -> str:
     """Compile ``module`` in place; returns a short description for logs."""
     set_cache_dir(cache_dir)
+    backend = backend or os.environ.get("COGKIT_COMPILE_BACKEND") or None
     kwargs: dict[str, Any] = {"fullgraph": fullgraph, "dynamic": dynamic}
     if mode:
         kwargs["mode"] = mode
@@ -83,9 +86,7 @@ def compile_module(
 
 def compile_unet_pipeline(pipe: Any, *, mode: str | None = None, backend: str | None = None) -> None:
     """What the UNet (SDXL-family) predictors and their benches compile: the UNet
-    regionally (its repeated transformer blocks) and the whole VAE decoder.
-    ``backend`` defaults to COGKIT_COMPILE_BACKEND (e.g. "eager" in CPU tests), else inductor."""
-    backend = backend or os.environ.get("COGKIT_COMPILE_BACKEND") or None
+    regionally (its repeated transformer blocks) and the whole VAE decoder."""
     compile_module(pipe.unet, regional=True, mode=mode, backend=backend)
     compile_module(pipe.vae.decoder, regional=False, mode=mode, backend=backend)
 

@@ -27,6 +27,7 @@ COGKIT_FLUX_FP8                0 | 1: fp8 block weights for go_fast (default: on
 COGKIT_FLUX_FP8_GRANULARITY    row | tensor: fp8 weight scales (default row; tensor on sm_89)
 COGKIT_FLUX_FP8_CACHE          folder for pre-quantised transformers
 COGKIT_FLUX_COMPILE            0 | 1: compile go_fast's blocks (default: on CUDA only)
+COGKIT_COMPILE_BACKEND         torch.compile backend (default inductor; "eager" in CPU tests)
 COGKIT_COMPILE_CACHE           inductor cache folder (warm boots reuse compiled code)
 COGKIT_FLUX_WARMUP             none | min | presets: what setup runs after compiling
                                (default presets on CUDA with compile, else none)
@@ -187,6 +188,12 @@ class FluxEngine:
             pipe = load_pipeline(self.root, self.plan)
             log(f"[flux] pipeline loaded from {self.root} in {time.perf_counter() - t0:.2f}s")
         self.pipe = quiet_pipeline(pipe)
+        # Inference only. Also: loading a LoRA freezes the base weights (PEFT), and the
+        # go_fast transformer shares those tensors, so a requires_grad flip then would
+        # recompile its blocks on the first LoRA request.
+        for module in self.pipe.components.values():
+            if isinstance(module, torch.nn.Module):
+                module.requires_grad_(False)
         self.variant = VARIANTS[detect_variant(dict(self.pipe.transformer.config))]
         log(f"[flux] variant: {self.variant.title} (default {self.variant.default_steps} steps"
             + (f", guidance {self.variant.default_guidance:g})" if self.variant.default_guidance is not None
