@@ -16,7 +16,7 @@ import io
 import os
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from cogkit.exceptions import PredictorError
@@ -96,7 +96,6 @@ class PredictorInfo:
     concurrency: int | None = None
     setup_takes_weights: bool = False
     has_healthcheck: bool = False
-    warnings: list[str] = field(default_factory=list)
 
     def input(self, name: str) -> InputField | None:
         for f in self.inputs:

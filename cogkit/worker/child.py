@@ -105,8 +105,6 @@ def load(hello: Hello) -> tuple[LoadedPredictor, Loaded]:
     sys.argv = [ref.file]
     target = load_target(ref, hello.project_dir)
     info = inspect_predictor(target, hello.mode)
-    for warning in info.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
     schema = openapi_document(info)
     instance = instantiate(target)
     fn = getattr(instance, info.method) if isinstance(target, type) else target
