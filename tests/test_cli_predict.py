@@ -170,6 +170,9 @@ def test_init_then_predict(tmp_path: Path) -> None:
     r = cogkit(tmp_path, "init")
     assert r.returncode == 0, r.stderr
     assert {"cog.yaml", "predict.py", ".dockerignore"} <= {p.name for p in tmp_path.iterdir()}
+    from cogkit.config import load_config
+
+    assert load_config(tmp_path).warnings == []  # no deprecated key ('predict:') in the scaffold
     r = cogkit(tmp_path, "predict", "-i", "text=hi", "-i", "repeat=2")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "output.txt").read_text() == "hi\nhi\n"

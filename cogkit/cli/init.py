@@ -21,7 +21,7 @@ build:
   #   - "libgl1"
 
 # predict.py defines how predictions run on your model
-predict: "predict.py:Predictor"
+run: "predict.py:Predictor"
 """
 
 PREDICT_PY = '''\
