@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cogkit.exceptions import ConfigError
+from cogkit.exceptions import ConfigError, PredictorError
 
 CONFIG_NAME = "cog.yaml"
 SUPPORTED_PYTHONS = ("3.10", "3.11", "3.12", "3.13")
@@ -132,9 +132,14 @@ def _kind(value: Any) -> str:
 
 
 def _check_ref(ck: _Checker, value: Any, key: str) -> str:
+    from cogkit.loader import PredictorRef
+
     ref = ck.string(value, key)
-    parts = ref.split(".py:")
-    if len(parts) != 2 or not parts[0] or not parts[1]:
+    try:
+        named = PredictorRef.parse(ref).name is not None
+    except PredictorError:
+        named = False
+    if not named:  # cog.yaml names the class or function; only env stubs may leave it out
         raise ck.fail(key, f"{ref!r} must be in the form 'predict.py:Predictor'")
     return ref
 

@@ -64,6 +64,7 @@ def test_full_config(tmp_path: Path) -> None:
         ("build:\n  system_packages: libgl1", "build.system_packages", "list of strings"),
         ("build:\n  run: [\"a\\nb\"]", "build.run[0]", "newlines"),
         ("predict: predict.py", "predict", "must be in the form"),
+        ("run: 'predict.py:A:B'", "run", "must be in the form"),
         ("run: a.py:A\npredict: b.py:B", "predict", "cannot be combined"),
         ("concurrency:\n  max: 0", "concurrency.max", "integer >= 1"),
         ("concurrency: {}", "concurrency.max", "required"),
