@@ -28,13 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     import importlib
 
     for name in _COMMANDS:
-        try:
-            module = importlib.import_module(f"cogkit.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"cogkit.cli.{name}":
-                continue  # command not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"cogkit.cli.{name}").register(sub)
     return parser
 
 
