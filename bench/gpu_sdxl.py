@@ -92,12 +92,12 @@ def cases(tiny: bool) -> list[dict]:
     ]
 
 
-def time_case(pipe, case, plan) -> dict:
+def time_case(pipe, case, plan, scheduler_config) -> dict:
     import torch
 
     from cogkit.ml.schedulers import make_scheduler
 
-    pipe.scheduler = make_scheduler(case["scheduler"], pipe.scheduler.config, trailing=case["trailing"])
+    pipe.scheduler = make_scheduler(case["scheduler"], scheduler_config, trailing=case["trailing"])
 
     def once():
         pipe("a photo of an astronaut riding a horse", height=case["size"], width=case["size"],
@@ -138,6 +138,9 @@ def main(argv=None) -> int:
     plan, card = planned
     pipe = build_pipeline(args.tiny, plan, log)
     done = apply_speedups(pipe, plan)
+    # every case's scheduler from the base config, not from the previous case's
+    # (Turbo's trailing spacing would carry over into LCM)
+    scheduler_config = pipe.scheduler.config
     results = {"card": card, "device": plan.device, "dtype": str(plan.dtype), "tiny": args.tiny,
                "torch": torch.__version__, "speedups": done, "date": time.strftime("%Y-%m-%d"), "runs": []}
     passes = [("eager", False)] + ([] if args.no_compile else [("compiled", True)])
@@ -152,7 +155,7 @@ def main(argv=None) -> int:
             if _gpu.over_budget(log, args.budget_s, f"{label} {case['name']}"):
                 results["runs"].append(dict(case=case["name"], variant=label, skipped="time budget"))
                 continue
-            r = time_case(pipe, case, plan)
+            r = time_case(pipe, case, plan, scheduler_config)
             r["variant"] = label
             results["runs"].append(r)
             log(f"{label:8s} {r['case']:28s} median {r['median_ms']:9.1f} ms  {r['it_per_s']:7.2f} it/s  "

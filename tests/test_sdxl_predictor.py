@@ -340,6 +340,17 @@ def test_every_scheduler(predictor, name, capfd):
     assert out.size == (64, 64) and f"scheduler={name}" in capfd.readouterr().err
 
 
+def test_scheduler_does_not_depend_on_earlier_requests(tiny_sdxl_weights, predictor):
+    """Each scheduler is built from the weights' own scheduler config, not from the one a
+    previous txt2img request left on the pipeline (Karras sigmas or trailing spacing
+    would carry over into the next scheduler built)."""
+    fresh = load_predictor(tiny_sdxl_weights)
+    run(fresh, scheduler="KarrasDPM")
+    run(fresh, scheduler="K_EULER_ANCESTRAL", fast_mode="off", num_inference_steps=2)
+    assert_same(run(fresh, scheduler="K_EULER")[0], run(predictor, scheduler="K_EULER")[0])
+    assert not fresh.engine.scheduler("K_EULER", trailing=False).config.use_karras_sigmas
+
+
 # ------------------------------------------------------------------------- optional parts, outputs, errors
 
 

@@ -166,6 +166,9 @@ class SDXLEngine:
         self._qkv_fused = bool(apply_speedups(self.base, self.plan, fuse_qkv=self.plan.fuse_qkv)) and self.plan.fuse_qkv
         self._pipes: dict[tuple[str, str | None, bool], Any] = {}
         self._schedulers: dict[tuple[str, bool, bool], Any] = {}
+        # Schedulers are built from the weights' own config: a request replaces the
+        # txt2img pipeline's scheduler, whose config must not leak into the next one built.
+        self._scheduler_configs = {False: self.base.scheduler.config}
         self._controlnets: dict[str, Any] = {}
         self._adapters: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._lcm_adapter: str | None = None
@@ -174,6 +177,8 @@ class SDXLEngine:
 
         self.watermarker = make_watermarker()
         self.refiner = self._load_refiner()
+        if self.refiner is not None:
+            self._scheduler_configs[True] = self.refiner.scheduler.config
         self.safety = load_safety_checker(self.root, "COGKIT_SDXL_SAFETY_CHECKER", self.plan, "sdxl")
         self.lcm_lora_path = self._extra("lcm-lora")
         if self.lcm_lora_path is None and self.weights_mode != "lcm":
@@ -282,8 +287,7 @@ class SDXLEngine:
     def scheduler(self, name: str, trailing: bool, refiner: bool = False) -> Any:
         key = (name, trailing, refiner)
         if key not in self._schedulers:
-            source = self.refiner if refiner else self.base
-            self._schedulers[key] = make_scheduler(name, source.scheduler.config, trailing=trailing)
+            self._schedulers[key] = make_scheduler(name, self._scheduler_configs[refiner], trailing=trailing)
         return self._schedulers[key]
 
     # ------------------------------------------------------------------ LoRA
