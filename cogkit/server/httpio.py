@@ -7,7 +7,6 @@ from typing import Any
 
 from cogkit.server import jsonio
 
-MAX_BODY = 100 * 1024 * 1024  # coglet's limit
 JSON_HEADERS = [(b"content-type", b"application/json")]
 TEXT_HEADERS = [(b"content-type", b"text/plain; charset=utf-8")]
 

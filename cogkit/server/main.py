@@ -64,11 +64,10 @@ async def _serve(settings: Settings) -> int:
 
     from cogkit.server.app import App
     from cogkit.server.http import HttpServer
-    from cogkit.server.httpio import MAX_BODY
 
     stopped = asyncio.Event()
     service.on_exit = stopped.set
-    server = HttpServer(App(service), max_body=MAX_BODY)
+    server = HttpServer(App(service))
     try:
         await server.listen(settings.host, settings.port)
     except OSError as exc:
