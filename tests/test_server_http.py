@@ -124,6 +124,16 @@ def test_coglet_error_texts(server: ServerProcess) -> None:
     assert (c.post("/predictions/abc/cancel").status_code, c.post("/predictions/abc/cancel").json()) == (404, {})
 
 
+def test_head_is_answered_like_get_without_a_body(server: ServerProcess) -> None:
+    raw = _exchange(server.port, b"HEAD /health-check HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and rest == b""
+    length = int(_responses(head + b"\r\n\r\n")[0][1]["content-length"])
+    assert length == len(server.client.get("/health-check").content)
+    raw = _exchange(server.port, b"HEAD /predictions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 405 ")
+
+
 def _read_response(sock: socket.socket) -> bytes:
     data = b""
     while b"\r\n\r\n" not in data:
