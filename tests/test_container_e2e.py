@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,21 +137,36 @@ def _free_port() -> int:
     return free_port()
 
 
+def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10) -> str:
+    """Stop a process this test started: ``sig``, then SIGKILL after ``timeout`` s.
+    Returns what it printed (when its output was piped)."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out or ""
+
+
 @pytest.fixture(scope="module")
-def containers(tmp_path_factory: pytest.TempPathFactory):
+def containers():
     _ensure_tools()
     # One session at a time on the cached image store (a second run waits here).
     lock = open(_cache_dir() / "containers.lock", "w")
     fcntl.flock(lock, fcntl.LOCK_EX)
     try:
-        yield from _containers(tmp_path_factory)
+        yield from _containers()
     finally:
         fcntl.flock(lock, fcntl.LOCK_UN)
         lock.close()
 
 
-def _containers(tmp_path_factory: pytest.TempPathFactory):
-    work = tmp_path_factory.mktemp("containers")
+def _containers():
+    # Not under pytest's basetemp: another pytest session of the same user prunes old
+    # basetemps, and podman's runroot must outlive every test of this module.
+    work = Path(tempfile.mkdtemp(prefix="cogkit-containers-"))
     conf = work / "conf"
     conf.mkdir()
     registry = f"127.0.0.1:{_free_port()}"
@@ -211,15 +227,16 @@ def _containers(tmp_path_factory: pytest.TempPathFactory):
                   str(_base_tarball()), BASE_TAG)
         yield c
     finally:
-        c.run("podman", "rm", "-a", "-f", "-t", "1", check=False)
-        names = c.run("podman", "images", "--format", "{{.Repository}}:{{.Tag}}", check=False).stdout.split()
-        ours = [n for n in names if n.startswith(registry + "/")]
-        if ours:
-            c.run("podman", "rmi", "-f", *ours, check=False)  # untag; the layers stay cached
-        reg.terminate()
-        reg.wait(timeout=10)
-        reg_log.close()
-        shutil.rmtree(work, ignore_errors=True)
+        try:
+            c.run("podman", "rm", "-a", "-f", "-t", "1", check=False, timeout=120)
+            names = c.run("podman", "images", "--format", "{{.Repository}}:{{.Tag}}", check=False).stdout.split()
+            ours = [n for n in names if n.startswith(registry + "/")]
+            if ours:
+                c.run("podman", "rmi", "-f", *ours, check=False, timeout=120)  # untag; the layers stay cached
+        finally:  # the registry goes even when podman hangs
+            _stop(reg)
+            reg_log.close()
+            shutil.rmtree(work, ignore_errors=True)
 
 
 PREDICT_PY = '''
@@ -352,8 +369,7 @@ def test_build_push_pull_run_predict(containers: Containers, tmp_path: Path, mon
         resp = httpx.post(f"{url}/predictions", json={"input": {"text": "world", "repeat": 2}}, timeout=60)
         assert resp.json()["output"] == EXPECTED_OUTPUT
     finally:
-        serve.send_signal(signal.SIGINT)
-        out, _ = serve.communicate(timeout=60)
+        out = _stop(serve, signal.SIGINT, timeout=60)
     assert serve.returncode == 130, out
     assert not _our_containers(containers), "cogkit serve --image left its container behind"
 
@@ -412,8 +428,7 @@ def test_docker_cli_through_podmans_api(containers: Containers, tmp_path: Path) 
         assert "pushed" in proc.stderr and "with docker" in proc.stderr
         containers.run("skopeo", "inspect", "--tls-verify=false", f"docker://{image}")
     finally:
-        service.terminate()
-        service.wait(timeout=30)
+        _stop(service, timeout=30)
 
 
 def test_build_failure_names_the_failing_step(containers: Containers, tmp_path: Path) -> None:
