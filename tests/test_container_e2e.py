@@ -440,17 +440,16 @@ def test_build_failure_names_the_failing_step(containers: Containers, tmp_path: 
     assert "about to fail" in message
 
 
-def test_push_without_login_is_explained(containers: Containers, tmp_path: Path) -> None:
-    """A registry that wants a login (htpasswd auth): the push fails with what to do."""
-    import warnings
+# bcrypt (the only scheme docker-registry's htpasswd accepts) of "pw", cost 4: a constant,
+# so the test needs neither the crypt module (gone in Python 3.13) nor apache2-utils.
+HTPASSWD = "ci:$2b$04$SRN3pjfobVNee3h6HMReOuA87sYfR6GXFyxPSOBjE6bF9ZvxEf0/G\n"
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            import crypt
-        except ImportError:  # Python >= 3.13
-            pytest.skip("no crypt module to make a bcrypt htpasswd entry")
-    (tmp_path / "htpasswd").write_text(f"ci:{crypt.crypt('pw', crypt.mksalt(crypt.METHOD_BLOWFISH))}\n")
+
+def test_push_failures_are_explained(containers: Containers, tmp_path: Path) -> None:
+    """Real podman pushes that fail: a registry that wants a login (htpasswd auth), the
+    same plain-HTTP registry without --insecure, and a port nobody listens on. Each
+    message says what to do."""
+    (tmp_path / "htpasswd").write_text(HTPASSWD)
     registry = f"127.0.0.1:{_free_port()}"
     (tmp_path / "auth.yml").write_text(
         "version: 0.1\nlog: {level: warn}\n"
@@ -460,20 +459,37 @@ def test_push_without_login_is_explained(containers: Containers, tmp_path: Path)
     )
     reg = subprocess.Popen(["docker-registry", "serve", str(tmp_path / "auth.yml")], stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
+    image = f"{registry}/locked:ci"
+    nobody = f"127.0.0.1:{_free_port()}/gone:ci"
     try:
         for _ in range(100):
             try:
                 if httpx.get(f"http://{registry}/v2/", timeout=1).status_code == 401:
                     break
             except httpx.HTTPError:
-                time.sleep(0.1)
-        image = f"{registry}/locked:ci"
+                pass
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the htpasswd registry did not start")
+        # With the right password the registry takes the push: the refusal below is about the login.
+        auth = httpx.get(f"http://{registry}/v2/", auth=("ci", "pw"), timeout=5)
+        assert auth.status_code == 200, auth.text
         containers.run("podman", "tag", BASE_TAG, image)
+        containers.run("podman", "tag", BASE_TAG, nobody)
+
         proc = containers.cogkit("push", image, "--no-build", "--insecure", cwd=tmp_path, timeout=120)
         assert proc.returncode == 1
         assert f"push of {image} refused by {registry}: authentication required" in proc.stderr, proc.stderr
         assert f"podman login {registry}" in proc.stderr
+
+        proc = containers.cogkit("push", image, "--no-build", cwd=tmp_path, timeout=120)
+        assert proc.returncode == 1
+        assert f"{registry} does not speak verified HTTPS. For a local plain-HTTP registry, pass --insecure" \
+            in proc.stderr, proc.stderr
+
+        proc = containers.cogkit("push", nobody, "--no-build", "--insecure", cwd=tmp_path, timeout=120)
+        assert proc.returncode == 1
+        assert f"push of {nobody} failed: cannot reach the registry {nobody.split('/')[0]}" in proc.stderr, proc.stderr
     finally:
-        containers.run("podman", "rmi", f"{registry}/locked:ci", check=False)
-        reg.terminate()
-        reg.wait(timeout=10)
+        containers.run("podman", "rmi", image, nobody, check=False)
+        _stop(reg)
