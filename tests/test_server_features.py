@@ -281,6 +281,9 @@ def test_bad_envelope_fields_are_422_naming_the_field(start) -> None:
     srv = start("sleeper.py:Predictor")
     cases = [
         ({"input": {}, "webhook": "ftp://x"}, ["body", "webhook"]),
+        ({"input": {}, "webhook": "http://[bad/hook"}, ["body", "webhook"]),
+        ({"input": {}, "webhook": "http://x:99999/hook"}, ["body", "webhook"]),
+        ({"input": {}, "webhook": "http://x/a\u0000b"}, ["body", "webhook"]),
         ({"input": {}, "webhook_events_filter": ["sometimes"]}, ["body", "webhook_events_filter"]),
         ({"input": {}, "id": 5}, ["body", "id"]),
         ({"input": {}, "context": {"a": 1}}, ["body", "context"]),

@@ -96,8 +96,7 @@ def parse_create(body: Any, path_id: str | None, noun: str = "prediction") -> Cr
     if webhook is not None:
         if not isinstance(webhook, str):
             raise _invalid(["body", "webhook"], f"{json_repr(webhook)} is not of type \"string\"")
-        parts = urlsplit(webhook)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if not _is_http_url(webhook):
             raise _invalid(["body", "webhook"], f"{json_repr(webhook)} is not an http(s) URL")
     events = body.get("webhook_events_filter")
     events_filter: frozenset[str] | None = None
@@ -117,6 +116,19 @@ def parse_create(body: Any, path_id: str | None, noun: str = "prediction") -> Cr
     elif not isinstance(context, dict) or not all(isinstance(v, str) for v in context.values()):
         raise _invalid(["body", "context"], f"{json_repr(context)} is not an object of strings")
     return CreateRequest(pid, body.get("input"), webhook, events_filter, dict(context))
+
+
+def _is_http_url(value: str) -> bool:
+    """An absolute http(s) URL with a host, a valid port and no whitespace or control
+    characters (urlsplit raises on a bad IPv6 host, ``.port`` on an out-of-range port)."""
+    if any(ch <= " " or ch == "\x7f" for ch in value):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError when out of range
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 @dataclass
