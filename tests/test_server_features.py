@@ -145,6 +145,22 @@ def test_terminal_webhook_is_retried_and_carries_token_and_trace(start) -> None:
         recv.close()
 
 
+def test_a_bad_trace_header_does_not_stop_webhooks(start, receiver: Receiver) -> None:
+    srv = start("sleeper.py:Predictor")
+    r = srv.client.post(
+        "/predictions",
+        json={"input": {"text": "traced"}, "webhook": receiver.url("/webhook/tr")},
+        headers={**ASYNC, "tracestate": b"v=\xe9", "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+    )
+    assert r.status_code == 202
+    receiver.wait_terminal("tr", timeout=10)
+    hooks = receiver.hooks("tr")
+    assert hooks[0]["body"]["status"] == "processing"  # the start webhook went out too
+    assert hooks[-1]["body"]["output"] == "traced"
+    assert "tracestate" not in hooks[-1]["headers"]  # not valid trace context: dropped
+    assert hooks[-1]["headers"]["traceparent"].startswith("00-0af7")
+
+
 def test_logs_webhooks_are_throttled_but_none_lost(start, receiver: Receiver) -> None:
     srv = start("sleeper.py:Predictor", env={"COG_THROTTLE_RESPONSE_INTERVAL": "0.5"})
     srv.client.post(

@@ -249,9 +249,11 @@ class App:
 
 
 def _trace_headers(req: Request) -> dict[str, str]:
+    """W3C trace context to forward on webhooks; values that are not printable ASCII
+    (invalid trace context, and unsendable by the HTTP client) are dropped."""
     out = {}
     for name in (b"traceparent", b"tracestate"):
         value = req.headers.get(name)
-        if value is not None:
-            out[name.decode()] = value.decode("latin-1")
+        if value is not None and value.isascii() and value.decode("ascii").isprintable():
+            out[name.decode()] = value.decode("ascii")
     return out

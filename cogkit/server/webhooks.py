@@ -178,14 +178,12 @@ class PredictionWebhooks:
         return await client.post(self.url, content=body, headers=self._headers, timeout=timeout)
 
     async def _send_once(self, body: bytes) -> None:
-        import httpx
-
         try:
             resp = await self._post(body, NON_TERMINAL_TIMEOUT)
             if resp.status_code >= 400:
-                log.debug("webhook %s answered %s", self.url, resp.status_code)
-        except httpx.HTTPError as exc:
-            log.debug("webhook %s failed: %s", self.url, exc)
+                log.debug("webhook for %s answered %s", self.prediction.id, resp.status_code)
+        except Exception as exc:  # best effort, and never a reason to skip the terminal one
+            log.debug("webhook for %s failed: %s: %s", self.prediction.id, type(exc).__name__, exc)
 
     async def _deliver_terminal(self, body: bytes) -> bool:
         import httpx
@@ -204,6 +202,9 @@ class PredictionWebhooks:
                     return False
             except httpx.HTTPError as exc:
                 reason = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # e.g. a host name that cannot be encoded: retrying cannot help
+                log.error("terminal webhook for %s cannot be sent: %s: %s", self.prediction.id, type(exc).__name__, exc)
+                return False
             if attempt < TERMINAL_RETRIES:
                 delay = backoff(attempt)
                 log.info(
