@@ -347,6 +347,27 @@ def test_sha_of_uploaded_png_matches(start, receiver: Receiver) -> None:
     assert receiver.uploads[0]["size"] == 1000
 
 
+def test_unreadable_yielded_file_fails_and_stops_the_prediction(start, project: Path) -> None:
+    (project / "ghost.py").write_text(
+        "import time\n"
+        "from typing import Iterator\n"
+        "from cogkit import BasePredictor, Path\n"
+        "class Predictor(BasePredictor):\n"
+        "    def predict(self, ghost: bool = True) -> Iterator[Path]:\n"
+        "        if ghost:\n"
+        "            yield Path('/nonexistent/ghost.bin')\n"
+        "            time.sleep(30)\n"
+        "        yield Path(__file__)\n"
+    )
+    srv = start("ghost.py:Predictor")
+    body = srv.predict({"ghost": True}).json()
+    assert body["status"] == "failed"
+    assert body["error"].startswith("FileNotFoundError") and "ghost.bin" in body["error"]
+    # the predictor was stopped with it: the next prediction gets the worker at once
+    again = srv.predict({"ghost": False}).json()
+    assert again["status"] == "succeeded", again
+
+
 def test_failed_upload_of_a_yielded_file_fails_and_stops_the_prediction(start) -> None:
     port = free_port()  # nothing listens there
     srv = start("files_out.py:Predictor", "--upload-url", f"http://127.0.0.1:{port}/up/")

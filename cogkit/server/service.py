@@ -494,9 +494,10 @@ class PredictionService:
                 if isinstance(value, (P.FileOutput, dict, list, tuple)):
                     try:
                         value = await encode(value, pred.id)
-                    except UploadError as exc:
+                    except Exception as exc:  # a failed upload, a file gone before it was read
+                        # stop the predictor too: its worker slot must be free when ours is
                         await worker.cancel(pred.id)
-                        pred.finish("failed", error=str(exc))
+                        pred.finish("failed", error=_encode_error(exc))
                         await _drain(handle)
                         return
                 index = len(pred.output_items or ())
@@ -607,6 +608,11 @@ class PredictionService:
             remove_workdir(self._workdir)
             if self.on_exit is not None:
                 self.on_exit()
+
+
+def _encode_error(exc: Exception) -> str:
+    """The error of a prediction whose output could not be delivered."""
+    return str(exc) if isinstance(exc, UploadError) else f"{type(exc).__name__}: {exc}"
 
 
 def _build_validator(schema: dict[str, Any], mode: str) -> tuple[Any, frozenset[str]]:
