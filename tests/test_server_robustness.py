@@ -158,6 +158,50 @@ def test_async_prediction_cancel_sends_canceled_webhook(start, receiver: Receive
     assert "predict_time" in bodies[-1]["metrics"]
 
 
+def test_cancel_stops_a_prediction_still_fetching_its_input_file(start, project: Path, receiver: Receiver) -> None:
+    (project / "reader.py").write_text(
+        "from cogkit import BasePredictor, Path\n"
+        "class Predictor(BasePredictor):\n"
+        "    def predict(self, f: Path) -> str:\n"
+        "        return open(f).read()\n"
+    )
+    # a file server that sends its headers, then one byte a second: never a timeout, never done
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\n")
+            while not stop.is_set():
+                try:
+                    conn.sendall(b"x")
+                except OSError:
+                    return
+                stop.wait(0.5)
+
+    server = threading.Thread(target=trickle, daemon=True)
+    server.start()
+    try:
+        srv = start("reader.py:Predictor")
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/slow.txt"
+        r = srv.client.put(
+            "/predictions/fetching", json={"input": {"f": url}, "webhook": receiver.url("/webhook/fetching")}, headers=ASYNC
+        )
+        assert r.status_code == 202
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        assert srv.client.post("/predictions/fetching/cancel").json() == {}
+        assert receiver.wait_terminal("fetching", timeout=5)[-1]["status"] == "canceled"
+        assert time.monotonic() - t0 < 1.5
+        srv.wait_status(("READY",), timeout=5)
+    finally:
+        stop.set()
+        listener.close()
+        server.join(5)
+
+
 def test_client_disconnect_cancels_a_sync_prediction(start, receiver: Receiver) -> None:
     srv = start("sleeper.py:Predictor")
     body = json.dumps({"input": {"seconds": 30}, "webhook": receiver.url("/webhook/gone")}).encode()

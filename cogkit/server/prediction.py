@@ -135,6 +135,7 @@ class Prediction:
         self._t_start: float | None = None
         self.cancel_requested = False
         self.in_worker = False  # handed to the worker (cancel must go through it)
+        self.fetching: asyncio.Future[Any] | None = None  # its input files being fetched (cancel stops it)
         self.done = asyncio.Event()
 
     # ------------------------------------------------------------------ transitions

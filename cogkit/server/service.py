@@ -463,11 +463,19 @@ class PredictionService:
             from cogkit.files import InputFileError, prepare_inputs
 
             run.workdir = tempfile.mkdtemp(prefix="in-", dir=self._workdir)  # never named after the client's id
+            fetch = pred.fetching = asyncio.ensure_future(
+                prepare_inputs(inputs, self.loaded.schema, run.workdir, mode=self.settings.mode)
+            )
             try:
-                inputs = await prepare_inputs(inputs, self.loaded.schema, run.workdir, mode=self.settings.mode)
+                inputs = await fetch
             except InputFileError as exc:
                 pred.finish("failed", error=f"Input validation error: {exc}")
                 return
+            except asyncio.CancelledError:
+                if not (pred.cancel_requested and fetch.cancelled()):
+                    raise  # this task itself was canceled
+            finally:
+                pred.fetching = None
         if pred.cancel_requested:
             pred.finish("canceled")
             return
@@ -566,6 +574,8 @@ class PredictionService:
         waiter = self._waiters.get(pid)
         if waiter is not None and not waiter.done():
             waiter.cancel()
+        elif pred.fetching is not None:
+            pred.fetching.cancel()
         elif pred.in_worker and self.worker is not None:
             await self.worker.cancel(pid)
         return True
