@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cogkit.server.prediction import Prediction
 from tests.fixtures.server.harness import FIXTURES, Receiver, ServerProcess, copy_fixture, free_port
 
 ROBUST = FIXTURES / "robust"
@@ -376,3 +377,12 @@ def test_failed_upload_of_a_yielded_file_fails_and_stops_the_prediction(start) -
     assert "failed to upload part_0.bin" in body["error"]
     srv.wait_status(("READY",), timeout=10)  # the worker was told to stop; its slot is free
     assert srv.predict({"count": 0}).json()["status"] == "succeeded"
+
+
+def test_a_prediction_that_fails_before_it_started_is_terminal() -> None:
+    pred = Prediction("early", {})
+    pred.finish("failed", error="could not start")
+    assert pred.status == "failed" and pred.terminal and pred.done.is_set()
+    body = pred.body()
+    assert body["status"] == "failed" and body["error"] == "could not start"
+    assert body["started_at"] is not None and body["completed_at"] is not None

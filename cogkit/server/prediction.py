@@ -171,8 +171,9 @@ class Prediction:
         elif self.output_items is not None:
             self.output = list(self.output_items)  # partial iterator output is kept
         self.error = error if status == "failed" else None
-        if self.started_at is None and status != "canceled":
-            self.start()
+        if self.started_at is None and status != "canceled":  # failed before it began: it began now
+            self.started_at = now_iso()
+            self._t_start = time.perf_counter()
         self.completed_at = now_iso()
         if predict_time is None or predict_time <= 0:
             predict_time = time.perf_counter() - self._t_start if self._t_start is not None else 0.0
