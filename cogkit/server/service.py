@@ -177,7 +177,6 @@ class PredictionService:
         ]
         self.draining = False
         self.on_exit: Callable[[], None] | None = None
-        self._health_task: asyncio.Task[Any] | None = None
         self._start_task: asyncio.Task[None] | None = None
         self._preload: asyncio.Future[None] | None = None
         self._shutdown_task: asyncio.Task[None] | None = None

@@ -29,16 +29,8 @@ class Slots:
         self._wake()
 
     @property
-    def free(self) -> int:
-        return max(0, self.capacity - self.in_use)
-
-    @property
     def full(self) -> bool:
         return self.in_use >= self.capacity
-
-    @property
-    def waiting(self) -> int:
-        return len(self._waiters)
 
     def try_acquire(self) -> bool:
         if self.in_use < self.capacity and not self._waiters:

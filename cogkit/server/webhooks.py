@@ -108,7 +108,6 @@ class PredictionWebhooks:
         self._trailing: asyncio.TimerHandle | None = None
         self._closed = False
         self.finished = asyncio.Event()
-        self.terminal_delivered = False
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     # ------------------------------------------------------------------ producers
@@ -162,7 +161,7 @@ class PredictionWebhooks:
                     await self._wake.wait()
                 event, body = self._pending.popleft()
                 if event == "completed":
-                    self.terminal_delivered = await self._deliver_terminal(body)
+                    await self._deliver_terminal(body)
                     return
                 await self._send_once(body)
         except asyncio.CancelledError:
@@ -185,7 +184,7 @@ class PredictionWebhooks:
         except Exception as exc:  # best effort, and never a reason to skip the terminal one
             log.debug("webhook for %s failed: %s: %s", self.prediction.id, type(exc).__name__, exc)
 
-    async def _deliver_terminal(self, body: bytes) -> bool:
+    async def _deliver_terminal(self, body: bytes) -> None:
         import httpx
 
         for attempt in range(TERMINAL_RETRIES + 1):
@@ -193,18 +192,18 @@ class PredictionWebhooks:
             try:
                 resp = await self._post(body, TERMINAL_TIMEOUT)
                 if resp.status_code < 300:
-                    return True
+                    return
                 reason = f"HTTP {resp.status_code}"
                 if resp.status_code < 500 and resp.status_code not in RETRY_STATUSES:
                     log.warning(
                         "terminal webhook for %s refused with %s; not retrying", self.prediction.id, reason
                     )
-                    return False
+                    return
             except httpx.HTTPError as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             except Exception as exc:  # e.g. a host name that cannot be encoded: retrying cannot help
                 log.error("terminal webhook for %s cannot be sent: %s: %s", self.prediction.id, type(exc).__name__, exc)
-                return False
+                return
             if attempt < TERMINAL_RETRIES:
                 delay = backoff(attempt)
                 log.info(
@@ -213,4 +212,3 @@ class PredictionWebhooks:
                 )
                 await asyncio.sleep(delay)
         log.error("terminal webhook for %s not delivered after %d retries", self.prediction.id, TERMINAL_RETRIES)
-        return False
