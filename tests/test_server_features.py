@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from cogkit.server.prediction import Prediction
+from cogkit.server.sse import SUBSCRIBER_BUFFER, EventStream
 from tests.fixtures.server.harness import FIXTURES, Receiver, ServerProcess, copy_fixture, free_port
 
 ROBUST = FIXTURES / "robust"
@@ -102,6 +103,19 @@ def test_sse_reattach_with_put_replays_the_stream(start) -> None:
     events = _sse_events(r.text)
     assert [d["chunk"] for n, d in events if n == "output"] == ["t0 ", "t1 ", "t2 ", "t3 "]
     assert events[0][0] == "start" and events[-1][0] == "completed"
+
+
+def test_sse_replay_of_a_history_larger_than_the_subscriber_buffer_is_complete() -> None:
+    stream = EventStream(history=SUBSCRIBER_BUFFER + 500)
+    for i in range(SUBSCRIBER_BUFFER + 100):
+        stream.publish("output", {"chunk": i, "index": i})
+    stream.publish("completed", {"status": "succeeded"})
+    sub = stream.subscribe(replay=True)
+    frames = []
+    while (frame := sub.queue.get_nowait()) is not None:
+        frames.append(frame)
+    assert len(frames) == SUBSCRIBER_BUFFER + 101
+    assert frames[-1].startswith(b"event: completed")
 
 
 def test_sse_refused_without_streaming_and_on_trainings(start) -> None:

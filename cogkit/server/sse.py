@@ -33,7 +33,8 @@ class TooManySubscribers(Exception):
 class Subscription:
     def __init__(self, stream: EventStream) -> None:
         self.stream = stream
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(SUBSCRIBER_BUFFER)
+        # room for a full replay of the history (plus the end marker), however large
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(max(SUBSCRIBER_BUFFER, stream.capacity + 2))
 
     async def next(self, timeout: float = KEEPALIVE_SECONDS) -> bytes | None:
         """The next frame; KEEPALIVE after ``timeout`` of silence; None when the stream ended."""
@@ -97,8 +98,6 @@ class EventStream:
                 sub.queue.put_nowait(None)
                 return sub
             for payload in self.history:
-                if sub.queue.full():
-                    break
                 sub.queue.put_nowait(payload)
         if self.closed:
             sub.queue.put_nowait(None)
