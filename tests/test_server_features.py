@@ -118,6 +118,20 @@ def test_sse_replay_of_a_history_larger_than_the_subscriber_buffer_is_complete()
     assert frames[-1].startswith(b"event: completed")
 
 
+def test_sse_lagging_subscriber_gets_an_error_counting_what_it_missed() -> None:
+    stream = EventStream(history=0)
+    sub = stream.subscribe(replay=False)
+    for i in range(SUBSCRIBER_BUFFER + 1):
+        stream.publish("output", {"chunk": i, "index": i})
+    frames = []
+    while (frame := sub.queue.get_nowait()) is not None:
+        frames.append(frame)
+    assert sub not in stream.subscribers
+    error = json.loads(frames[-1].split(b"data: ", 1)[1])
+    assert error["error"] == "SSE stream lagged; events were dropped"
+    assert len(frames) - 1 + error["skipped"] == SUBSCRIBER_BUFFER + 1  # delivered + skipped = published
+
+
 def test_sse_refused_without_streaming_and_on_trainings(start) -> None:
     srv = start("sleeper.py:Predictor")
     r = srv.client.post("/predictions", json={"input": {}}, headers={"Accept": "text/event-stream"})

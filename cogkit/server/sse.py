@@ -76,10 +76,12 @@ class EventStream:
         except asyncio.QueueFull:
             self.subscribers.discard(sub)
             # make room for the error and the end marker, then end that stream
-            while sub.queue.qsize() > SUBSCRIBER_BUFFER - 2:
+            skipped = 1  # the event that did not fit
+            while sub.queue.qsize() > sub.queue.maxsize - 2:
                 sub.queue.get_nowait()
+                skipped += 1
             sub.queue.put_nowait(
-                frame("error", {"error": "SSE stream lagged; events were dropped", "skipped": 1})
+                frame("error", {"error": "SSE stream lagged; events were dropped", "skipped": skipped})
             )
             sub.queue.put_nowait(None)
 
