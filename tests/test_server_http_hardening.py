@@ -333,6 +333,26 @@ def test_100_continue_waits_for_the_answers_before_it(served: Served) -> None:
     assert _statuses(raw) == [200, 100, 200, 200]
 
 
+def test_a_body_held_back_for_100_continue_is_not_timed_out() -> None:
+    srv = Served(Limits(body_timeout=0.3, keep_alive_timeout=0.3))
+    try:
+        with _connect(srv.port) as s:
+            s.sendall(
+                b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"  # 0.5 s: longer than body_timeout
+                b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"
+            )
+            data = b""
+            while b"100 Continue" not in data:
+                chunk = s.recv(65536)
+                assert chunk, data
+                data += chunk
+            s.sendall(b"{}")
+            raw, _ = _read_all(s)
+        assert _statuses(data + raw) == [200, 100, 200] and raw.endswith(b"{}")
+    finally:
+        srv.close(0.5)
+
+
 # ----------------------------------------------------------------------------- output
 
 

@@ -396,6 +396,7 @@ class Connection(asyncio.Protocol):
         if self._continue_owed:
             self._continue_owed = False
             self.write_raw(_CONTINUE)
+            self._read_mark = self.loop.time()  # the body's wait starts now
         self._idle_since = self.loop.time()
         self._arm(self._idle_since + self.limits.keep_alive_timeout)
 
@@ -449,7 +450,7 @@ class Connection(asyncio.Protocol):
             return
         now = self.loop.time()
         limits = self.limits
-        if self._reading_paused:  # paused by us: no read deadline runs
+        if self._reading_paused or self._continue_owed:  # we hold the client back: no read deadline
             return
         if self._reading == _HEAD:
             deadline = self._read_mark + limits.head_timeout
