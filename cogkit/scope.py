@@ -154,3 +154,21 @@ def emit_metric(name: str, value: Any) -> None:
         _warned_emit = True
         print("emit_metric is deprecated; use current_scope().record_metric()", file=sys.stderr)
     current_scope().record_metric(name, value)
+
+
+def nest_metrics(flat: dict[str, Any]) -> dict[str, Any]:
+    """Dotted metric names build nested objects: ``timing.inference`` -> ``{"timing": {...}}``."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        if "." not in key:
+            out[key] = value
+            continue
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[leaf] = value
+    return out

@@ -58,6 +58,7 @@ class _Rules:
     enum: list[Any] | None = None
     items: _Rules | None = None
     nullable: bool = False
+    secret: bool = False
 
 
 def _rules(prop: dict[str, Any], schemas: dict[str, Any]) -> _Rules:
@@ -73,6 +74,7 @@ def _rules(prop: dict[str, Any], schemas: dict[str, Any]) -> _Rules:
         enum=p.get("enum"),
         items=_rules(items, schemas) if isinstance(items, dict) else None,
         nullable=bool(p.get("nullable")),
+        secret=bool(p.get("x-cog-secret")),
     )
 
 
@@ -167,13 +169,13 @@ class InputValidator:
                     seen.add(key)
                     errors.append(item)
         for name, pattern in self._patterns.items():
-            value = inputs.get(name)
+            value, rules = inputs.get(name), self._rules[name]
             if isinstance(value, str) and not _pattern_ok(pattern, value):
-                errors.append(_err(name, f"{json_repr(value)} does not match {json_repr(pattern)}"))
+                errors.append(_err(name, f"{_shown(value, rules)} does not match {json_repr(pattern)}"))
             elif isinstance(value, list):
                 for i, v in enumerate(value):
                     if not _pattern_ok(pattern, v):
-                        errors.append(_err(name, f"{json_repr(v)} does not match {json_repr(pattern)}", i))
+                        errors.append(_err(name, f"{_shown(v, rules)} does not match {json_repr(pattern)}", i))
         order = {n: i for i, n in enumerate(self.properties)}
         errors.sort(key=lambda e: order.get(e["loc"][2], -1))
         return ValidationResult(inputs if not errors else {}, errors, unknown)
@@ -208,10 +210,15 @@ def _plural(n: int) -> str:
     return "character" if n == 1 else "characters"
 
 
+def _shown(value: Any, rules: _Rules | None) -> str:
+    """How a message quotes the offending value: never a Secret's."""
+    return '"**********"' if rules is not None and rules.secret else json_repr(value)
+
+
 def _message(e: dict[str, Any], value: Any, rules: _Rules | None) -> str:
     """coglet's wording for one pydantic error."""
     t = e["type"]
-    v = json_repr(value)
+    v = _shown(value, rules)
     if rules is None:
         return e["msg"]
     if rules.enum is not None and (t == "literal_error" or t.endswith("_type")):

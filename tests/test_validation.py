@@ -114,6 +114,11 @@ def test_default_none_is_optional_and_null_accepted_d1_d2(validator: InputValida
     assert validator.validate({"prompt": "a", "seed": None, "note": None, "image": None, "api_key": None}).ok  # D2
 
 
+def test_messages_never_quote_a_secret(validator: InputValidator) -> None:
+    errors = _errors(validator, {"prompt": "a", "api_key": 12345})
+    assert errors == [(["body", "input", "api_key"], '"**********" is not of type "string"', "value_error")]
+
+
 def test_unknown_keys_dropped_and_reported_d3(validator: InputValidator) -> None:
     result = validator.validate({"prompt": "a", "extra": 1, "other": "x"})
     assert result.ok and result.inputs == {"prompt": "a"} and result.unknown == ["extra", "other"]

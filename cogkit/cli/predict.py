@@ -179,7 +179,7 @@ async def _run_local(args: argparse.Namespace) -> int:
 async def _predict(worker: Any, inputs: dict[str, Any], schema: dict[str, Any], args: argparse.Namespace, display: Any) -> int:
     from cogkit.cli.outputs import remove_owned, render
     from cogkit.scope import MetricRecorder
-    from cogkit.server.prediction import nest_metrics
+    from cogkit.scope import nest_metrics
     from cogkit.worker import protocol as p
 
     mode = "train" if args.train else "predict"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 
@@ -39,7 +40,7 @@ def _serve_image(args: argparse.Namespace) -> int:
         server_args += ["--x-mode", args.mode]
     if args.queue:
         server_args += ["--queue", str(args.queue)]
-    return serve_image(args.image, port=args.port or 5000, server_args=server_args)
+    return serve_image(args.image, port=args.port or int(os.environ.get("PORT") or 5000), server_args=server_args)
 
 
 def _handle(args: argparse.Namespace) -> int:

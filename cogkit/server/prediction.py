@@ -17,7 +17,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from cogkit.scope import MetricRecorder
+from cogkit.scope import MetricRecorder, nest_metrics
 
 TERMINAL = frozenset(("succeeded", "failed", "canceled"))
 
@@ -81,24 +81,6 @@ def echo_input(inputs: dict[str, Any], secrets: frozenset[str], file_fields: fro
             if not all(is_uri(v) for v in values):
                 continue
         out[name] = value
-    return out
-
-
-def nest_metrics(flat: dict[str, Any]) -> dict[str, Any]:
-    """Dotted metric names build nested objects: ``timing.inference`` -> ``{"timing": {...}}``."""
-    out: dict[str, Any] = {}
-    for key, value in flat.items():
-        if "." not in key:
-            out[key] = value
-            continue
-        node = out
-        *parents, leaf = key.split(".")
-        for part in parents:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = node[part] = {}
-            node = child
-        node[leaf] = value
     return out
 
 

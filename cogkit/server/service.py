@@ -338,7 +338,7 @@ class PredictionService:
         assert self.validator is not None
         result = self.validator.validate(req.input)
         if result.errors:
-            raise Refusal(422, {"detail": _mask_secret_errors(result.errors, req.input, self.secrets)})
+            raise Refusal(422, {"detail": result.errors})
         try:
             waiter = self.slots.reserve()
         except AtCapacity:
@@ -414,6 +414,9 @@ class PredictionService:
             pred.finish("failed", error="the worker had no free slot (internal error)")
         except WorkerNotReady:
             pred.finish("failed", error="the worker is not ready (it may be restarting after a crash)")
+        except Exception as exc:  # noqa: BLE001 - never leave a prediction holding its slot
+            log.exception("could not hand prediction %s to the worker", pred.id)
+            pred.finish("failed", error=f"could not start the prediction: {type(exc).__name__}: {exc}")
         else:
             pred.in_worker = True
 
@@ -599,7 +602,7 @@ class PredictionService:
                 await _wait_all(list(self.inflight.values()), 5.0)
             if self._tasks:
                 await asyncio.wait(list(self._tasks), timeout=5.0)
-            if not await self.webhooks.drain(timeout=10.0):
+            if not await self.webhooks.drain(timeout=self.settings.webhook_drain):
                 log.warning("shutting down with %d webhook delivery(ies) unfinished", self.webhooks.pending)
             if self._start_task is not None and not self._start_task.done():
                 self._start_task.cancel()
@@ -629,26 +632,6 @@ def _build_validator(schema: dict[str, Any], mode: str) -> tuple[Any, frozenset[
     from cogkit.validation import InputValidator
 
     return InputValidator(schema, mode=mode), frozenset(file_inputs(schema, mode))
-
-
-def _mask_secret_errors(errors: list[dict[str, Any]], inputs: Any, secrets: frozenset[str]) -> list[dict[str, Any]]:
-    """A 422 message quotes the offending value; never a Secret's."""
-    if not secrets or not isinstance(inputs, dict):
-        return errors
-    from cogkit.validation import json_repr
-
-    out = []
-    for e in errors:
-        loc = e.get("loc") or []
-        name = loc[2] if len(loc) > 2 else None
-        if name in secrets and name in inputs:
-            value = inputs[name]
-            if len(loc) > 3 and isinstance(value, list) and isinstance(loc[3], int) and loc[3] < len(value):
-                value = value[loc[3]]
-            shown = json_repr(value)
-            e = {**e, "msg": str(e.get("msg", "")).replace(shown, '"**********"')}
-        out.append(e)
-    return out
 
 
 def _preload() -> None:

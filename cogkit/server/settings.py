@@ -41,6 +41,7 @@ class Settings:
     stream_history: int = 1024
     healthcheck_timeout: float = 5.0
     shutdown_grace: float = 5.0  # seconds in-flight work may take to finish on shutdown
+    webhook_drain: float = 10.0  # seconds unfinished webhook deliveries may take on shutdown
 
 
 def _truthy(value: str) -> bool:
@@ -165,6 +166,7 @@ def settings_from(args: argparse.Namespace, project_dir: str = ".") -> Settings:
         log_level=log_level,
         setup_timeout=_env_float(env, "COG_SETUP_TIMEOUT", None) or None,
         shutdown_grace=_env_float(env, "COGKIT_SHUTDOWN_GRACE", 5.0) or 0.0,
+        webhook_drain=_env_float(env, "COGKIT_WEBHOOK_DRAIN", 10.0) or 0.0,
         stream_history=_env_int(env, "COG_STREAM_HISTORY_CAPACITY") or (
             0 if env.get("COG_STREAM_HISTORY_CAPACITY", "").strip() == "0" else 1024
         ),
