@@ -69,11 +69,7 @@ class OutputEncoder:
                 urls = await asyncio.gather(*(self._encode_file(f, prediction_id) for f in files))
         finally:
             for f in files:
-                if f.owned:
-                    try:
-                        os.unlink(f.path)
-                    except OSError:
-                        pass
+                f.discard()
         return _replace(value, {id(f): u for f, u in zip(files, urls)})
 
     async def _encode_file(self, f: FileOutput, prediction_id: str | None) -> str:

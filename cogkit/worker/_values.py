@@ -14,10 +14,10 @@ import enum
 import inspect
 import io
 import os
-import tempfile
 import typing
 from typing import Any
 
+from cogkit.handover import is_handed_over, output_dir
 from cogkit.input import MISSING
 from cogkit.signature import FILE, PATH, SECRET, InputField, PredictorInfo, TypeSpec
 from cogkit.types import Path, Secret, URLFile
@@ -175,7 +175,8 @@ def to_wire(value: Any) -> Any:
     if tp.__module__ == "numpy" and callable(getattr(value, "tolist", None)):
         return to_wire(value.tolist())  # numpy scalar or array
     if isinstance(value, os.PathLike):
-        return FileOutput(os.path.abspath(os.fspath(value)))
+        path = os.path.abspath(os.fspath(value))
+        return FileOutput(path, owned=is_handed_over(path))
     if isinstance(value, io.IOBase):
         return FileOutput(_file_object_to_temp(value), owned=True)
     raise TypeError(f"Object of type {tp.__name__} is not JSON serializable")
@@ -194,7 +195,7 @@ def _file_object_to_temp(fobj: io.IOBase) -> str:
     (uploads name the file after it). The parent deletes the file and that folder."""
     name = getattr(fobj, "name", None)
     base = os.path.basename(name) if isinstance(name, str) and name else "output"
-    folder = tempfile.mkdtemp(prefix="cogkit-output-")
+    folder = output_dir()
     path = os.path.join(folder, base)
     if fobj.seekable():
         fobj.seek(0)
