@@ -224,6 +224,37 @@ def test_requests_that_cannot_fit_are_refused_with_the_rule(engine, tok) -> None
 # ------------------------------------------------------------------------ cancel and failures
 
 
+def test_a_finished_stream_read_again_ends_at_once() -> None:
+    """Reading a stream a second time gives nothing (or its error again); it must not
+    wait forever for items that never come."""
+    from cogkit.ml.llm_engine import _END, GenerationStream
+
+    def read_twice(stream: GenerationStream) -> list[object]:
+        out: list[object] = []
+
+        def read() -> None:
+            for _ in range(2):
+                try:
+                    out.append(stream.text())
+                except GenerationError as exc:
+                    out.append(exc)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(timeout=5)
+        return out
+
+    done = GenerationStream()
+    for item in ("a", "b", _END):
+        done._push(item)
+    assert read_twice(done) == ["ab", ""]
+    failed = GenerationStream()
+    error = GenerationError("decode step failed")
+    for item in ("a", error):
+        failed._push(item)
+    assert read_twice(failed) == [error, error]
+
+
 def test_cancel_frees_the_slot(engine, tok) -> None:
     ids = prompt_ids(tok, PROMPTS[0])
     stream = engine.submit(ids, GREEDY, max_new_tokens=400)

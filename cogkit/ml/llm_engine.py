@@ -100,10 +100,14 @@ class GenerationStream:
             wake()
 
     def _take(self) -> Any:
-        item = self._items.popleft()
-        if isinstance(item, BaseException):
-            raise item
-        return item
+        item = self._items[0]
+        if item is _END or isinstance(item, BaseException):
+            # the end stays in place: reading the stream again ends (or fails) at once
+            # instead of waiting forever for items that never come
+            if isinstance(item, BaseException):
+                raise item
+            return item
+        return self._items.popleft()
 
     # consumer side
     def __iter__(self) -> Iterator[str]:
