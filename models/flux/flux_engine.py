@@ -122,8 +122,8 @@ def detect_variant(transformer_config: dict[str, Any]) -> str:
 
 def default_granularity(plan: DevicePlan) -> str:
     """fp8 weight scales: per output row (more accurate; _scaled_mm takes row-wise
-    scales on sm_90+), per tensor on sm_89 cards (Ada), whose _scaled_mm path is
-    per-tensor only."""
+    scales on sm_90+), per tensor on sm_89 cards (Ada), where row-wise _scaled_mm
+    exists only in torch builds that include its CUTLASS kernel."""
     if plan.device == "cuda" and plan.capability is not None and plan.capability < (9, 0):
         return "tensor"
     return "row"
