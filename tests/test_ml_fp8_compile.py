@@ -85,6 +85,28 @@ def test_fp32_activations_take_the_dequantize_path(granularity, scaled_mm_calls)
     assert torch.equal(y, torch.nn.functional.linear(x, m.dequantized_weight(torch.float32), lin.bias))
 
 
+def test_each_replaced_linear_is_released_before_the_next_is_quantized(monkeypatch):
+    """The peak while quantizing is the model plus one layer, not 1.5 models (what
+    decides whether a large LLM fits its GPU with fp8 on)."""
+    import gc
+    import weakref
+
+    model = torch.nn.Sequential(*[torch.nn.Linear(16, 16) for _ in range(4)])
+    originals = [weakref.ref(m) for m in model]
+    alive_at_each_swap = []
+    real = fp8.FP8Linear
+
+    class Counting(real):
+        def __init__(self, linear, **kwargs):
+            gc.collect()
+            alive_at_each_swap.append(sum(r() is not None for r in originals))
+            super().__init__(linear, **kwargs)
+
+    monkeypatch.setattr(fp8, "FP8Linear", Counting)
+    assert fp8.quantize_linears(model, use_scaled_mm=False) == 4
+    assert alive_at_each_swap == [4, 3, 2, 1]
+
+
 def test_scaled_mm_needs_multiples_of_16():
     lin = torch.nn.Linear(20, 24)
     m = fp8.FP8Linear(lin, use_scaled_mm=True)

@@ -107,14 +107,16 @@ def quantize_linears(
 ) -> int:
     """Replace the model's Linear layers (those ``include(name, layer)`` accepts; by
     default all) with FP8Linear in place; returns how many were replaced."""
+    # names, not modules: each replaced Linear is freed at once, so the peak is the model
+    # plus one layer (holding them all would add half the model again before the end)
     targets = [
-        (name, mod) for name, mod in model.named_modules()
+        name for name, mod in model.named_modules()
         if isinstance(mod, torch.nn.Linear) and (include is None or include(name, mod))
     ]
-    for name, mod in targets:
+    for name in targets:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, FP8Linear(mod, granularity=granularity, use_scaled_mm=use_scaled_mm))
+        setattr(parent, child, FP8Linear(getattr(parent, child), granularity=granularity, use_scaled_mm=use_scaled_mm))
     swapped = [m for m in model.modules() if isinstance(m, FP8Linear)]
     mode = "scaled_mm" if any(m.use_scaled_mm for m in swapped) else "dequantize"
     log(f"[ml] fp8: {len(targets)} linear layers in {type(model).__name__} stored as float8_e4m3fn "
