@@ -40,9 +40,14 @@ def test_bad_format_and_quality(tmp_path):
         outputs.save_image(_noise(), tmp_path / "x.jpg", "jpg", 101)
 
 
-def test_default_directory_is_fresh():
+def test_default_directory_is_fresh_and_handed_over():
+    from cogkit.handover import is_handed_over
+    from cogkit.worker.protocol import FileOutput
+
     (p,) = outputs.save_images([_noise()], "jpg")
-    assert p.exists() and p.parent.name.startswith("cogkit-out-")
+    assert p.exists() and is_handed_over(p)  # the runtime deletes it once it is sent
+    FileOutput(str(p), owned=True).discard()
+    assert not p.parent.exists()
 
 
 def test_resolve_seed_logs(capsys):

@@ -10,11 +10,11 @@ PNG ``compress_level=1``; JPEG without the extra ``optimize`` pass; WebP
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 
 from PIL import Image
 
+from cogkit.handover import output_dir
 from cogkit.types import Path
 
 FORMATS = ("webp", "jpg", "png")
@@ -49,9 +49,12 @@ def save_images(
     prefix: str = "out",
     directory: str | os.PathLike[str] | None = None,
 ) -> list[Path]:
-    """Write ``prefix-{i}.{ext}`` files into ``directory`` (a fresh temp dir by default)."""
+    """Write ``prefix-{i}.{ext}`` files into ``directory`` (by default a fresh folder from
+    ``cogkit.handover.output_dir()``, which the runtime cleans up)."""
     fmt = normalize_format(output_format)
-    out_dir = os.fspath(directory) if directory is not None else tempfile.mkdtemp(prefix="cogkit-out-")
+    # By default the files go to a handed-over temp folder: the runtime deletes them
+    # once they are sent (server) or moves them into place (CLI).
+    out_dir = os.fspath(directory) if directory is not None else output_dir()
     return [
         save_image(img, os.path.join(out_dir, f"{prefix}-{i}.{fmt}"), fmt, output_quality)
         for i, img in enumerate(images)
