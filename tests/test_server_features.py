@@ -9,46 +9,16 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from cogkit.server.prediction import Prediction
 from cogkit.server.sse import SUBSCRIBER_BUFFER, EventStream
-from tests.fixtures.server.harness import FIXTURES, Receiver, ServerProcess, copy_fixture, free_port
+from tests.fixtures.server.harness import Receiver, free_port
+from tests.fixtures.server.robust_fixtures import project, receiver, start  # noqa: F401
 
-ROBUST = FIXTURES / "robust"
 ASYNC = {"Prefer": "respond-async"}
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    return copy_fixture(ROBUST, tmp_path)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    recv = Receiver()
-    yield recv
-    recv.close()
-
-
-@pytest.fixture
-def start(project: Path) -> Iterator:
-    servers: list[ServerProcess] = []
-
-    def _start(ref: str, *args: str, env: dict[str, str] | None = None, wait: bool = True) -> ServerProcess:
-        full_env = {"COG_TRAIN_TYPE_STUB" if "--x-mode" in args else "COG_PREDICT_TYPE_STUB": ref}
-        full_env.update(env or {})
-        srv = ServerProcess(project, *args, env=full_env, wait=wait)
-        servers.append(srv)
-        return srv
-
-    yield _start
-    for srv in servers:
-        srv.stop()
 
 
 def _sse_events(text: str) -> list[tuple[str, dict]]:

@@ -12,44 +12,15 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.fixtures.server.harness import FIXTURES, Receiver, ServerProcess, copy_fixture
+from tests.fixtures.server.harness import Receiver, ServerProcess
+from tests.fixtures.server.robust_fixtures import project, receiver, start  # noqa: F401
 
-ROBUST = FIXTURES / "robust"
 ASYNC = {"Prefer": "respond-async"}
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    return copy_fixture(ROBUST, tmp_path)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    recv = Receiver()
-    yield recv
-    recv.close()
-
-
-@pytest.fixture
-def start(project: Path) -> Iterator:
-    servers: list[ServerProcess] = []
-
-    def _start(ref: str, *args: str, env: dict[str, str] | None = None, wait: bool = True) -> ServerProcess:
-        full_env = {"COG_PREDICT_TYPE_STUB": ref} if ref else {}
-        full_env.update(env or {})
-        srv = ServerProcess(project, *args, env=full_env, wait=wait)
-        servers.append(srv)
-        return srv
-
-    yield _start
-    for srv in servers:
-        srv.stop()
 
 
 # ----------------------------------------------------------------------------- crashes
