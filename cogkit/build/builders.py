@@ -4,7 +4,6 @@ naming the failing step when it fails."""
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 from collections import deque
 from collections.abc import Sequence
@@ -12,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from cogkit.build.engines import BUILDERS, EngineError, docker_has_buildx, docker_server, find_engine
+from cogkit.build.engines import BUILDERS, EngineError, docker_has_buildx, docker_server, find_engine, stream_command
 
 
 _SHOWN_CHARS = 300
@@ -128,26 +127,11 @@ class _StepTracker:
 
 def run_build(cmd: list[str], quiet: bool = False, out: TextIO | None = None) -> None:
     """Run a build command, streaming its output; raise :class:`BuildError` on failure."""
-    out = out or sys.stderr
     tracker = _StepTracker()
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                errors="replace")
-    except OSError as exc:
-        raise BuildError(f"could not start {cmd[0]}: {exc}") from exc
-    assert proc.stdout is not None
-    try:
-        for raw in proc.stdout:
-            line = raw.rstrip("\n")
-            tracker.feed(line)
-            if not quiet:
-                # Some steps (our LABEL with the whole schema) are one huge line: shorten for display.
-                out.write((line if len(line) <= _SHOWN_CHARS else line[:_SHOWN_CHARS] + " ...") + "\n")
-                out.flush()
-        returncode = proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait()
-        raise
+        # Some steps (our LABEL with the whole schema) are one huge line: shorten for display.
+        returncode = stream_command(cmd, tracker.feed, None if quiet else (out or sys.stderr), _SHOWN_CHARS)
+    except EngineError as exc:
+        raise BuildError(str(exc)) from exc
     if returncode != 0:
         raise BuildError(tracker.summary(returncode))

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TextIO
 
 from cogkit.exceptions import CogkitError
 
@@ -85,3 +87,28 @@ def find_engine(purpose: str, order: tuple[str, ...], preferred: str | None = No
         f"no container tool to {purpose} with ({'; '.join(tried)}). Install podman "
         "(no daemon needed; e.g. `apt-get install podman buildah skopeo`) or start Docker."
     )
+
+
+def stream_command(cmd: list[str], on_line: Callable[[str], None], out: TextIO | None, shown_chars: int = 0) -> int:
+    """Run ``cmd``, passing each output line (stdout and stderr merged) to ``on_line`` and,
+    unless ``out`` is None, echoing it there (cut to ``shown_chars`` when set); returns the
+    exit code. Ctrl-C stops the tool too. Raises EngineError if it cannot be started."""
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                errors="replace")
+    except OSError as exc:
+        raise EngineError(f"could not start {cmd[0]}: {exc}") from exc
+    assert proc.stdout is not None
+    try:
+        for raw in proc.stdout:
+            line = raw.rstrip("\n")
+            on_line(line)
+            if out is not None:
+                shown = line if not shown_chars or len(line) <= shown_chars else line[:shown_chars] + " ..."
+                out.write(shown + "\n")
+                out.flush()
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait()
+        raise

@@ -8,7 +8,7 @@ import sys
 from collections import deque
 from typing import TextIO
 
-from cogkit.build.engines import EngineError, docker_server, which
+from cogkit.build.engines import EngineError, docker_server, stream_command, which
 
 PUSHERS = ("docker", "podman", "skopeo", "buildah")
 
@@ -116,21 +116,7 @@ def push_image(
         out.write("note: with docker, plain-HTTP registries are allowed by the daemon's insecure-registries setting\n")
     cmd = push_command(name, exe, image, insecure)
     tail: deque[str] = deque(maxlen=40)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                            errors="replace")
-    assert proc.stdout is not None
-    try:
-        for raw in proc.stdout:
-            line = raw.rstrip("\n")
-            tail.append(line)
-            if not quiet:
-                out.write(line + "\n")
-                out.flush()
-        returncode = proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait()
-        raise
+    returncode = stream_command(cmd, tail.append, None if quiet else out)
     if returncode != 0:
         raise PushError(explain_failure(image, name, list(tail), returncode))
     return name
