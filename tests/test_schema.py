@@ -16,9 +16,9 @@ from cogkit import streaming
 from cogkit.exceptions import PredictorError
 from cogkit.schema import openapi_document, title_case
 from cogkit.signature import inspect_predictor
+from tests import conformance_fixtures
 from tests.schema_compare import differences
 
-FIXTURES = ["concat_iterator", "hello", "list_path_output", "model_output", "path_output", "predict_raises", "slow", "types_zoo"]
 
 # The deviations the conformance README documents for the goldens (D1 for types_zoo).
 EXPECTED_DIFFS = {
@@ -37,7 +37,7 @@ def _schema_via_cli(fixture_dir: Path) -> dict[str, Any]:
     return json.loads(out.stdout)
 
 
-@pytest.mark.parametrize("name", FIXTURES)
+@pytest.mark.parametrize("name", conformance_fixtures.NAMES)
 def test_fixture_schema_matches_golden(conformance_dir: Path, name: str) -> None:
     golden = json.loads((conformance_dir / "golden" / f"{name}.openapi.json").read_text())
     candidate = _schema_via_cli(conformance_dir / "predictors" / name)

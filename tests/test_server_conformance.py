@@ -18,20 +18,12 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.server.golden_compare import compare_fixture
+from tests import conformance_fixtures
 from tests.schema_compare import differences
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-FIXTURES = [
-    "hello",
-    "types_zoo",
-    "path_output",
-    "list_path_output",
-    "concat_iterator",
-    "model_output",
-    "slow",
-    "predict_raises",
-]
+FIXTURES = conformance_fixtures.NAMES
 
 # D1: `seed: int = Input(default=None)` is optional and nullable in cogkit's schema.
 EXPECTED_SCHEMA_DIFFERENCES = {

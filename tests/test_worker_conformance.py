@@ -22,18 +22,10 @@ import pytest
 
 from cogkit import files
 from cogkit.worker.protocol import Canceled, Done, Failed, FileOutput
+from tests import conformance_fixtures
 from tests.test_worker import Worker, collect, predict, rest, run, started, wait_for_log
 
-FIXTURES = [
-    "hello",
-    "types_zoo",
-    "path_output",
-    "list_path_output",
-    "concat_iterator",
-    "model_output",
-    "predict_raises",
-    pytest.param("slow", marks=pytest.mark.slow),
-]
+FIXTURES = [pytest.param(n, marks=pytest.mark.slow) if n == "slow" else n for n in conformance_fixtures.NAMES]
 _ERROR_PREFIX = "Prediction failed: Prediction failed: "
 # Served for the golden's http-URL file inputs (content fixed by the capture script).
 INPUT_TXT = b"hello from the anchor file server\n"
