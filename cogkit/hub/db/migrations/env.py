@@ -1,0 +1,28 @@
+"""Alembic environment: migrations run on the connection the hub hands over
+(``Database.migrate``), or on ``sqlalchemy.url`` for the alembic command line."""
+
+from alembic import context
+from sqlalchemy import engine_from_config, pool
+
+from cogkit.hub.db.tables import Base
+
+config = context.config
+target = Base.metadata
+
+
+def run() -> None:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        context.configure(connection=connection, target_metadata=target, render_as_batch=True)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    engine = engine_from_config(config.get_section(config.config_ini_section, {}), prefix="sqlalchemy.",
+                                poolclass=pool.NullPool)
+    with engine.connect() as conn:
+        context.configure(connection=conn, target_metadata=target, render_as_batch=True)
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+run()
