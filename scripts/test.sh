@@ -9,5 +9,12 @@ PY=${PYTHON:-python3}
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q torch==2.13.0
 .venv/bin/pip install -q -e '.[models,hub,test]'
+# cogkit hub tests: Node.js + npm and PostgreSQL from Debian (when root), the pinned npm client
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  bash scripts/install-hub-tools.sh
+fi
+if command -v npm >/dev/null; then
+  npm ci --prefix tests/hub/node --no-audit --no-fund --loglevel=error >/dev/null
+fi
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1
 exec .venv/bin/python -m pytest -q "$@"

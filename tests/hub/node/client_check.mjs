@@ -1,6 +1,7 @@
 // Drives the official replicate npm client (1.4.0), unchanged but for baseUrl, against a
 // running cogkit hub. Prints one JSON object: check name -> {ok, value} or {ok: false, error}.
 // Usage: node client_check.mjs HUB_URL TOKEN  (tests/hub/test_npm_client.py runs it)
+import { webcrypto } from "node:crypto";
 import { createServer } from "node:http";
 import { mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -132,11 +133,12 @@ await check("webhook", async () => {
   server.close();
   const call = received[0];
   const request = new Request(url, { method: "POST", headers: call.headers, body: call.body });
-  const valid = await validateWebhook(request, secret.key);
+  // webcrypto passed explicitly: Debian's Node 18 has no globalThis.crypto
+  const valid = await validateWebhook(request, secret.key, webcrypto);
   let tampered;
   try {
     tampered = await validateWebhook({ id: call.headers["webhook-id"], timestamp: call.headers["webhook-timestamp"],
-      signature: call.headers["webhook-signature"], body: call.body + " ", secret: secret.key });
+      signature: call.headers["webhook-signature"], body: call.body + " ", secret: secret.key }, webcrypto);
   } catch (e) {
     tampered = `threw: ${e.message}`;
   }
