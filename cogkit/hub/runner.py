@@ -43,6 +43,17 @@ class ServerGone(Exception):
     """The model server stopped (or could not start) while a prediction needed it."""
 
 
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM when the hub dies, even by SIGKILL, so no
+    model server outlives it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -74,7 +85,7 @@ class Instance:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "cogkit.server", "--host", "127.0.0.1", "--port", str(port), *self.target.args,
             cwd=self.target.project_dir, env=env, stdin=asyncio.subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         self.url = f"http://127.0.0.1:{port}"
         deadline = t0 + timeout
@@ -155,6 +166,7 @@ class Pool:
         self.queue: asyncio.Queue[tuple[Job, Callable[[str], Awaitable[None]]]] = asyncio.Queue()
         self.tasks: set[asyncio.Task[None]] = set()
         self.starting = 0
+        self.closing = False  # no new work starts once the hub shuts down
         self._reaper = asyncio.ensure_future(self._reap_idle())
 
     def submit(self, job: Job, on_boot_error: Callable[[str], Awaitable[None]]) -> None:
@@ -162,7 +174,7 @@ class Pool:
         self._dispatch()
 
     def _dispatch(self) -> None:
-        while not self.queue.empty():
+        while not self.queue.empty() and not self.closing:
             inst = next((i for i in self.instances if not i.busy and i.alive), None)
             boot = None
             if inst is None:
@@ -209,6 +221,7 @@ class Pool:
                     await inst.stop()
 
     async def close(self, grace: float) -> None:
+        self.closing = True
         self._reaper.cancel()
         await asyncio.gather(*(i.stop(grace) for i in self.instances), return_exceptions=True)
         self.instances.clear()

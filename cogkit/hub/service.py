@@ -55,6 +55,7 @@ class Live:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     instance: Instance | None = None
     canceled: bool = False
+    shutdown: bool = False  # canceled by the hub's own shutdown, not by the client
     outputs_seen: int = 0
     logs_seen: int = 0
     logs_prefix: str = ""
@@ -209,12 +210,15 @@ class Hub:
         """Let running predictions finish for ``grace`` s, cancel the rest, fail what still
         runs, stop every model server. Queued predictions stay queued in the database."""
         self.closing = True
+        for pool in self.pools.values():
+            pool.closing = True
         running = [lv for lv in self.live.values() if lv.instance is not None and not lv.done.is_set()]
         if running:
             log.info("waiting up to %.0f s for %d running prediction(s)", grace, len(running))
             await asyncio.wait([asyncio.ensure_future(lv.done.wait()) for lv in running], timeout=grace)
         for lv in running:
             if not lv.done.is_set() and lv.instance is not None:
+                lv.shutdown = True
                 await lv.instance.cancel(lv.id, self._noun(lv.kind))
         if running:
             await asyncio.wait([asyncio.ensure_future(lv.done.wait()) for lv in running], timeout=2.0)
@@ -483,8 +487,8 @@ class Hub:
 
     async def _run(self, pid: str, inst: Instance, boot_time: float | None) -> None:
         live = self.live.get(pid)
-        if live is None or live.canceled or live.done.is_set():
-            return
+        if live is None or live.canceled or live.done.is_set() or self.closing:
+            return  # (closing: it stays queued in the database and runs at the next start)
         live.instance = inst
         metrics: dict[str, Any] = {}
         if boot_time is not None:
@@ -511,6 +515,8 @@ class Hub:
         status = result.get("status")
         if status not in TERMINAL:
             status, error = "failed", f"the model server answered status {status!r}"
+        elif status == "canceled" and live.shutdown:
+            status, error = "failed", "the hub shut down while this prediction was running; run it again"
         else:
             error = result.get("error")
         model_metrics = result.get("metrics") or {}

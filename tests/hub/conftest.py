@@ -75,13 +75,13 @@ class HubProcess:
                 "--token", self.token, *self.extra]
         if self.db_url:
             args += ["--db", self.db_url]
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.config:
             cfg = self.data_dir / "hub.yaml"
             cfg.write_text(self.config)
             args += ["--config", str(cfg)]
         for ref, path in self.models.items():
             args += ["--model", f"{ref}={path}"]
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=str(self.data_dir))
         deadline = time.monotonic() + timeout
