@@ -147,6 +147,7 @@ class Hub:
         self.outbox: Outbox | None = None
         self.webhook_secret = ""
         self._file_cache: dict[str, t.File] = {}
+        self._validators: dict[tuple[str, str], tuple[Any, dict[str, bool]]] = {}
         self._timers: set[asyncio.Task[None]] = set()
         self.closing = False
 
@@ -337,7 +338,8 @@ class Hub:
         pid = new_id()
         values = dict(
             id=pid, kind=kind, model=f"{model.owner}/{model.name}", version=version.id, deployment=deployment,
-            destination=destination, status="starting", input=model_input, model_input=forwarded, output=None,
+            destination=destination, status="starting", input=self._redacted(version, mode, model_input),
+            model_input=forwarded, output=None,
             logs="", error=None, metrics={}, created_at=now(), started_at=None, completed_at=None, deadline=deadline,
             webhook=webhook, webhook_events_filter=events, source="api", stream_key=new_key(),
         )
@@ -370,14 +372,7 @@ class Hub:
     async def _validate_input(self, version: t.Version, model_input: dict, mode: str) -> dict:
         """Check the input against the version's schema (422 naming the field and the rule),
         then resolve file inputs into URLs the model server can fetch without credentials."""
-        from cogkit.files import file_inputs
-        from cogkit.validation import InputValidator
-
-        try:
-            validator = InputValidator(version.openapi_schema, mode)
-            kinds = file_inputs(version.openapi_schema, mode)
-        except (KeyError, TypeError, ValueError):
-            raise ApiError(422, f"version {version.id[:12]} has no {mode} input schema") from None
+        validator, kinds = self._validator(version, mode)
         result = validator.validate(model_input)
         if result.unknown:
             name = result.unknown[0]
@@ -398,6 +393,28 @@ class Hub:
             if name in forwarded and forwarded[name] is not None:
                 forwarded[name] = await self._resolve_files(name, forwarded[name])
         return forwarded
+
+    def _validator(self, version: t.Version, mode: str) -> tuple[Any, dict[str, bool]]:
+        """The version's input validator and file inputs, built once per version (a validator
+        is a pydantic model: far too slow to build per request)."""
+        from cogkit.files import file_inputs
+        from cogkit.validation import InputValidator
+
+        key = (version.id, mode)
+        cached = self._validators.get(key)
+        if cached is None:
+            try:
+                cached = (InputValidator(version.openapi_schema, mode), file_inputs(version.openapi_schema, mode))
+            except (KeyError, TypeError, ValueError):
+                raise ApiError(422, f"version {version.id[:12]} has no {mode} input schema") from None
+            self._validators[key] = cached
+        return cached
+
+    def _redacted(self, version: t.Version, mode: str, model_input: dict) -> dict:
+        """The input as the API shows it: Secret inputs never come back."""
+        validator, _ = self._validator(version, mode)
+        secret = {n for n, p in validator.properties.items() if p.get("x-cog-secret")}
+        return {k: ("**********" if k in secret and v is not None else v) for k, v in model_input.items()}
 
     async def _resolve_files(self, name: str, value: Any) -> Any:
         if isinstance(value, list):
@@ -443,14 +460,15 @@ class Hub:
                 if length and length.isdigit() and int(length) > self.settings.max_file_bytes:
                     raise invalid(field_name, f"{url} is {length} bytes, over the limit of "
                                   f"{self.settings.max_file_bytes}", "too_large")
-                chunks.content_type = r.headers.get("content-type", "").split(";")[0] or None  # type: ignore[attr-defined]
                 async for block in r.aiter_bytes():
                     yield block
 
-        chunks.content_type = None  # type: ignore[attr-defined]
         fname = urlsplit(url).path.rsplit("/", 1)[-1] or "input"
+        total = 4 * self.settings.fetch_timeout  # a server that trickles bytes is cut off too
         try:
-            row = await self.files.save(chunks(), name=fname, content_type=None, kind="input")
+            row = await asyncio.wait_for(self.files.save(chunks(), name=fname, content_type=None, kind="input"), total)
+        except asyncio.TimeoutError:
+            raise invalid(field_name, f"{url} did not arrive within {total:.0f} s", "unreachable") from None
         except ApiError as exc:
             if exc.status == 413:
                 raise invalid(field_name, f"{url} is over the limit of {self.settings.max_file_bytes} bytes",
@@ -621,7 +639,8 @@ class Hub:
                 if live is not None:
                     live.done.set()
                 return
-            values: dict[str, Any] = {"status": status, "completed_at": now(), "error": error}
+            # model_input (secrets included) is only needed until the prediction has run
+            values: dict[str, Any] = {"status": status, "completed_at": now(), "error": error, "model_input": None}
             if output is not None:
                 values["output"] = output
             if logs is not None:

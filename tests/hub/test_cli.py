@@ -161,3 +161,18 @@ def test_changing_predict_py_adds_a_version_and_keeps_the_old(tmp_path):
             assert len(c.get("/v1/models/acme/hello/versions").json()["results"]) == 2
     finally:
         hub.stop()
+
+
+def test_public_url_gives_token_free_file_urls(tmp_path):
+    hub = HubProcess(tmp_path / "data", None, {"acme/image": CONFORMANCE / "path_output"})
+    hub.extra = ["--public-url", f"http://127.0.0.1:{hub.port}/"]  # (https behind a real proxy)
+    hub.start()
+    try:
+        with hub.client() as c:
+            p = c.post("/v1/models/acme/image/predictions", json={"input": {}}, headers={"Prefer": "wait"}).json()
+        assert p["output"].startswith(f"http://127.0.0.1:{hub.port}/files/") and p["output"].endswith("/out.png")
+        r = httpx.get(p["output"])  # no token
+        assert r.status_code == 200 and r.content.startswith(b"\x89PNG") and r.headers["content-type"] == "image/png"
+        assert p["urls"]["get"].startswith(f"http://127.0.0.1:{hub.port}/v1/predictions/")
+    finally:
+        hub.stop()
