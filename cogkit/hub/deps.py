@@ -21,7 +21,7 @@ def hub_of(request: Request) -> Hub:
     return request.app.state.hub
 
 
-def require_token(request: Request) -> None:
+async def require_token(request: Request) -> None:
     """``Authorization: Bearer <token>`` (or the older ``Token <token>``), compared in constant time."""
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")

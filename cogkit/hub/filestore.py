@@ -57,7 +57,7 @@ class FileStore:
             sha256=sha.hexdigest(), md5=md5.hexdigest(), file_metadata=metadata or {}, path=rel,
             access_key=new_key(), created_at=now(), expires_at=None, deleted=False,
         )
-        async with self.db.engine.begin() as conn:
+        async with self.db.begin() as conn:
             await conn.execute(sa.insert(t.File).values(**values))
         return t.File(**values)
 
@@ -76,7 +76,7 @@ class FileStore:
         return self.root.parent / row.path
 
     async def delete(self, row: t.File) -> None:
-        async with self.db.engine.begin() as conn:
+        async with self.db.begin() as conn:
             await conn.execute(sa.update(t.File).where(t.File.pk == row.pk).values(deleted=True))
         self.path_of(row).unlink(missing_ok=True)
 

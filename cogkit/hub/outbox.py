@@ -117,7 +117,7 @@ class Outbox:
                             attempts, error)
             else:
                 values["next_attempt_at"] = now() + backoff(attempts)
-        async with self.db.engine.begin() as conn:
+        async with self.db.begin() as conn:
             await conn.execute(sa.update(t.Webhook).where(t.Webhook.pk == row.pk).values(**values))
         return ok
 

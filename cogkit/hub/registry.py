@@ -63,7 +63,7 @@ async def register(db: Database, specs: list[ModelSpec]) -> dict[str, str]:
     the creation times say)."""
     schemas = await asyncio.gather(*(_schema_of(s) for s in specs))
     current: dict[str, str] = {}
-    async with db.engine.begin() as conn:
+    async with db.begin() as conn:
         for spec, (digest, schema) in zip(specs, schemas):
             model_pk = await upsert_model(conn, spec)
             vid = version_id(digest, json.dumps(schema, sort_keys=True), spec.weights or "")

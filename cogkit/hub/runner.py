@@ -114,13 +114,13 @@ class Instance:
         return self.target.url is not None or (self.proc is not None and self.proc.returncode is None)
 
     async def predict(self, pid: str, model_input: dict[str, Any], noun: str = "predictions",
-                      webhook: str | None = None) -> dict[str, Any]:
+                      webhook: str | None = None, events: list[str] | None = None) -> dict[str, Any]:
         """Run one prediction synchronously; live outputs and logs arrive meanwhile as Cog
         webhooks on ``webhook`` (the final state is this call's answer)."""
         body: dict[str, Any] = {"input": model_input}
         if webhook:
             body["webhook"] = webhook
-            body["webhook_events_filter"] = ["output", "logs"]
+            body["webhook_events_filter"] = events or ["output", "logs"]
         try:
             r = await self.client.put(f"{self.url}/{noun}/{pid}", json=body, timeout=None)
         except httpx.TransportError as exc:

@@ -40,6 +40,7 @@ TERMINAL = ("succeeded", "failed", "canceled")
 EVENTS = ("start", "output", "logs", "completed")
 HOOK_THROTTLE = 0.5  # seconds between a prediction's output/logs webhooks (Replicate's rate)
 KEEP_LIVE = 120.0  # seconds a finished prediction's event history stays in memory
+PROCESSING_WRITE_DELAY = 0.05  # seconds a prediction runs before "processing" is written (see _run)
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Live:
     logs_prefix: str = ""
     last_hook: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one event of this prediction at a time
+    row: t.Prediction | None = None  # the database row as last written (saves a read per step)
 
     def publish(self, event: str, data: str) -> None:
         self.events.append((event, data))
@@ -125,6 +127,26 @@ def output_texts(value: Any) -> list[str]:
     return [v if isinstance(v, str) else json.dumps(v) for v in items if v is not None]
 
 
+# Core statements built once and run with parameters: the ORM-enabled insert/update with
+# .values(...) spent ~0.7 ms per call building and cache-keying the statement.
+_PT = t.Prediction.__table__
+_INSERT = sa.insert(_PT)
+_UPDATES: dict[tuple[frozenset[str], bool], Any] = {}
+
+
+def _update_statement(columns: frozenset[str], unless_terminal: bool) -> Any:
+    """UPDATE predictions SET <columns> WHERE id = :_pid [AND status is not terminal]."""
+    key = (columns, unless_terminal)
+    stmt = _UPDATES.get(key)
+    if stmt is None:
+        where = [_PT.c.id == sa.bindparam("_pid")]
+        if unless_terminal:
+            where.append(_PT.c.status.not_in(TERMINAL))
+        stmt = _UPDATES[key] = sa.update(_PT).where(*where).values(
+            {c: sa.bindparam(c, type_=_PT.c[c].type) for c in columns})
+    return stmt
+
+
 def _list_output(schema: dict, mode: str) -> bool:
     out = (schema.get("components") or {}).get("schemas", {}).get("TrainingOutput" if mode == "train" else "Output")
     return isinstance(out, dict) and out.get("type") == "array"
@@ -148,6 +170,8 @@ class Hub:
         self.webhook_secret = ""
         self._file_cache: dict[str, t.File] = {}
         self._validators: dict[tuple[str, str], tuple[Any, dict[str, bool]]] = {}
+        self._runnable: dict[str, tuple[t.Version, t.Model]] = {}
+        self._versions: dict[str, tuple[t.Version, t.Model]] = {}
         self._timers: set[asyncio.Task[None]] = set()
         self.closing = False
 
@@ -167,7 +191,7 @@ class Hub:
         import base64
         import os
 
-        async with self.db.engine.begin() as conn:
+        async with self.db.begin() as conn:
             row = (await conn.execute(sa.select(t.Setting.value).where(t.Setting.key == "webhook_secret"))).first()
             if row is not None:
                 return str(row.value)
@@ -183,12 +207,12 @@ class Hub:
         origin = self.default_origin
         for row in rows:
             if row.status == "processing":
-                live = Live(row.id, row.kind, origin)
+                live = Live(row.id, row.kind, origin, row=row)
                 self.live[row.id] = live
                 await self._finish(row.id, "failed", error="the hub restarted while this prediction was running, "
                                    "so it did not finish; run it again", output=row.output)
                 continue
-            live = Live(row.id, row.kind, origin)
+            live = Live(row.id, row.kind, origin, row=row)
             self.live[row.id] = live
             try:
                 version, _ = await self.version_row(row.version)
@@ -257,7 +281,33 @@ class Hub:
         rows = await self.versions_of(model)
         return rows[0] if rows else None
 
+    async def runnable(self, owner: str, name: str) -> tuple[t.Version, t.Model]:
+        """The version a prediction on OWNER/NAME runs, and its model (cached: this is on every
+        prediction's path; ``invalidate`` after any write to models or versions)."""
+        key = f"{owner}/{name}"
+        hit = self._runnable.get(key)
+        if hit is None:
+            model = await self.model_row(owner, name)
+            version = await self.latest_version(model)
+            if version is None:
+                raise ApiError(404, f"Model {owner}/{name} has no version to run")
+            hit = self._runnable[key] = (version, model)
+        return hit
+
     async def version_row(self, vid: str) -> tuple[t.Version, t.Model]:
+        hit = self._versions.get(vid)
+        if hit is None:
+            hit = await self._version_row(vid)
+            if len(self._versions) > 4096:
+                self._versions.clear()
+            self._versions[vid] = hit
+        return hit
+
+    def invalidate(self) -> None:
+        self._runnable.clear()
+        self._versions.clear()
+
+    async def _version_row(self, vid: str) -> tuple[t.Version, t.Model]:
         async with self.db.session() as s:
             row = (await s.execute(sa.select(t.Version, t.Model).join(t.Model, t.Version.model_pk == t.Model.pk)
                                    .where(t.Version.id == vid, t.Version.deleted.is_(False)))).first()
@@ -343,11 +393,11 @@ class Hub:
             logs="", error=None, metrics={}, created_at=now(), started_at=None, completed_at=None, deadline=deadline,
             webhook=webhook, webhook_events_filter=events, source="api", stream_key=new_key(),
         )
-        async with self.db.engine.begin() as conn:
-            result = await conn.execute(sa.insert(t.Prediction).values(**values))
+        async with self.db.begin() as conn:
+            result = await conn.execute(_INSERT, values)
             values["pk"] = result.inserted_primary_key[0]
         row = t.Prediction(**values)
-        self.live[pid] = Live(pid, kind, origin, list_output=_list_output(version.openapi_schema, mode))
+        self.live[pid] = Live(pid, kind, origin, list_output=_list_output(version.openapi_schema, mode), row=row)
         self._submit(pid, target)
         if deadline is not None:
             self._timer(self._cancel_at(pid, deadline))
@@ -512,24 +562,52 @@ class Hub:
         if boot_time is not None:
             live.logs_prefix = f"cogkit hub: started a model server in {boot_time:.2f} s (cold boot)\n"
             metrics["boot_time"] = round(boot_time, 3)
-        async with self.db.engine.begin() as conn:
-            row = await self._update(conn, pid, status="processing", started_at=now(), logs=live.logs_prefix,
-                                     metrics=metrics)
-            sent = await self._write_hook(conn, row, live, "start")
-        if sent and self.outbox:
-            self.outbox.poke()
+        model_input = (live.row.model_input if live.row is not None else None) or {}
+        started_at = now()
+        # "processing" is written only once the prediction has run for PROCESSING_WRITE_DELAY
+        # (or at once when a start webhook is wanted): a fast prediction gets a single
+        # terminal write. The cost: a hub killed in that window runs it again after restart.
+        delay = 0.0 if self._wants(live.row, None, "start") else PROCESSING_WRITE_DELAY
+        writing = False
+
+        async def mark_processing() -> None:
+            nonlocal writing
+            if delay:
+                await asyncio.sleep(delay)
+            writing = True
+            async with live.lock:
+                async with self.db.begin() as conn:
+                    row = await self._update(conn, pid, status="processing", started_at=started_at,
+                                             logs=live.logs_prefix, metrics=metrics)
+                    sent = await self._write_hook(conn, row, live, "start")
+            if sent and self.outbox:
+                self.outbox.poke()
+
+        marked = asyncio.ensure_future(mark_processing())
+
+        async def settle() -> None:  # the terminal write comes after any "processing" write
+            if writing:
+                await marked
+            else:
+                marked.cancel()
+
         if live.logs_prefix:
             live.publish("logs", live.logs_prefix.rstrip("\n"))
         noun = self._noun(live.kind)
         hook = f"{self.internal_base}/internal/{self.callback_key}/events/{pid}"
+        events = ["output", "logs"] if live.list_output else ["logs"]  # single outputs come with the answer
         try:
-            result = await inst.predict(pid, row.model_input or {}, noun, webhook=hook)
+            result = await inst.predict(pid, model_input, noun, webhook=hook, events=events)
         except ServerGone as exc:
-            await self._finish(pid, "failed", error=str(exc))
+            await settle()
+            await self._finish(pid, "failed", error=str(exc), metrics=metrics, started_at=started_at)
             return
         except ValueError as exc:
-            await self._finish(pid, "failed", error=f"the model server refused the input: {exc}")
+            await settle()
+            await self._finish(pid, "failed", error=f"the model server refused the input: {exc}", metrics=metrics,
+                               started_at=started_at)
             return
+        await settle()
         status = result.get("status")
         if status not in TERMINAL:
             status, error = "failed", f"the model server answered status {status!r}"
@@ -541,14 +619,25 @@ class Hub:
         if "predict_time" in model_metrics:
             metrics["predict_time"] = model_metrics["predict_time"]
         await self._finish(pid, status, output=result.get("output"), logs=result.get("logs") or "",
-                           error=None if error is None else str(error), metrics=metrics)
+                           error=None if error is None else str(error), metrics=metrics, started_at=started_at)
 
     async def _update(self, conn: Any, pid: str, **values: Any) -> t.Prediction:
+        """Write ``values`` to the row; returns the row as it now is (the in-memory copy of a
+        live prediction, else read back)."""
         P = t.Prediction
         if values:
-            await conn.execute(sa.update(P).where(P.id == pid).values(**values))
-        row = (await conn.execute(sa.select(P).where(P.id == pid))).first()
-        return t.Prediction(**row._mapping)
+            await conn.execute(_update_statement(frozenset(values), False), {"_pid": pid, **values})
+        live = self.live.get(pid)
+        if live is not None and live.row is not None:
+            for key, value in values.items():
+                setattr(live.row, key, value)
+            return live.row
+        return await self._select(conn, pid)
+
+    @staticmethod
+    async def _select(conn: Any, pid: str) -> t.Prediction | None:
+        row = (await conn.execute(sa.select(t.Prediction).where(t.Prediction.id == pid))).first()
+        return None if row is None else t.Prediction(**row._mapping)
 
     @staticmethod
     def _wants(row: t.Prediction, live: Live | None, event: str) -> bool:
@@ -595,7 +684,7 @@ class Hub:
                 live.publish("logs", line)
             for item in output_texts(await self.render_output(new_outputs)):
                 live.publish("output", item)
-            async with self.db.engine.begin() as conn:
+            async with self.db.begin() as conn:
                 values: dict[str, Any] = {"logs": live.logs_prefix + logs}
                 if streaming:
                     values["output"] = output
@@ -620,21 +709,20 @@ class Hub:
         return lines
 
     async def _finish(self, pid: str, status: str, *, output: Any = None, logs: str | None = None,
-                      error: str | None = None, metrics: dict | None = None) -> None:
+                      error: str | None = None, metrics: dict | None = None, started_at: float | None = None) -> None:
         live = self.live.get(pid)
         if live is None:
-            await self._finish_locked(pid, None, status, output, logs, error, metrics)
+            await self._finish_locked(pid, None, status, output, logs, error, metrics, started_at)
             return
         async with live.lock:
             if not live.done.is_set():
-                await self._finish_locked(pid, live, status, output, logs, error, metrics)
+                await self._finish_locked(pid, live, status, output, logs, error, metrics, started_at)
 
     async def _finish_locked(self, pid: str, live: Live | None, status: str, output: Any, logs: str | None,
-                             error: str | None, metrics: dict | None) -> None:
+                             error: str | None, metrics: dict | None, started_at: float | None) -> None:
         P = t.Prediction
-        async with self.db.engine.begin() as conn:
-            current = (await conn.execute(sa.select(P.status, P.logs, P.metrics, P.model, P.kind, P.started_at)
-                                          .where(P.id == pid))).first()
+        async with self.db.begin() as conn:
+            current = live.row if live is not None and live.row is not None else await self._select(conn, pid)
             if current is None or current.status in TERMINAL:
                 if live is not None:
                     live.done.set()
@@ -645,23 +733,40 @@ class Hub:
                 values["output"] = output
             if logs is not None:
                 values["logs"] = (live.logs_prefix if live else "") + logs
+            if current.started_at is None and started_at is not None:
+                values["started_at"] = started_at  # ran without a "processing" write of its own
+            began = current.started_at or started_at
             merged = dict(current.metrics or {})
             merged.update(metrics or {})
-            if "predict_time" not in merged and current.started_at is not None:
-                merged["predict_time"] = round(values["completed_at"] - current.started_at, 6)
+            if "predict_time" not in merged and began is not None:
+                merged["predict_time"] = round(values["completed_at"] - began, 6)
             values["metrics"] = merged
-            row = await self._update(conn, pid, **values)
+            written = await conn.execute(_update_statement(frozenset(values), True), {"_pid": pid, **values})
+            if written.rowcount == 0:  # made terminal meanwhile (the row is the truth)
+                if live is not None:
+                    live.done.set()
+                return
+            if live is not None and live.row is not None:
+                for key, value in values.items():
+                    setattr(live.row, key, value)
+                row = live.row
+            else:
+                row = await self._select(conn, pid)
             if status == "succeeded" and current.kind == "prediction":
                 owner, name = current.model.split("/", 1)
                 await conn.execute(sa.update(t.Model).where(t.Model.owner == owner, t.Model.name == name)
                                    .values(run_count=t.Model.run_count + 1))
             if current.kind == "training" and status == "succeeded":
                 await self._training_succeeded(conn, row)
-                row = await self._update(conn, pid)
+                row = await self._select(conn, pid)
+                if live is not None:
+                    live.row = row
                 status, error = row.status, row.error
             sent = await self._write_hook(conn, row, live, "completed")
         if sent and self.outbox:
             self.outbox.poke()
+        if current.kind == "training":
+            self.invalidate()  # a trained version may be the destination's latest now
         if live is not None:
             if logs is not None:
                 for line in self._new_log_lines(live, logs if logs.endswith("\n") or not logs else logs + "\n"):
@@ -702,11 +807,15 @@ class Hub:
         async with self.db.session() as s:
             return (await s.execute(sa.select(t.Prediction).where(t.Prediction.stream_key == key))).scalar()
 
-    async def wait(self, pid: str, seconds: float) -> None:
+    async def wait(self, pid: str, seconds: float) -> t.Prediction | None:
+        """Wait up to ``seconds`` for the prediction to finish; returns its row as it then
+        is, when the hub holds it in memory."""
         live = self.live.get(pid)
-        if live is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(live.done.wait(), seconds)
+        if live is None:
+            return None
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(live.done.wait(), seconds)
+        return live.row
 
     async def cancel(self, pid: str, wait: float = 5.0) -> None:
         live = self.live.get(pid)

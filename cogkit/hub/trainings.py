@@ -56,5 +56,6 @@ async def publish_trained_version(hub: Hub, conn: Any, row: t.Prediction) -> Non
             can_train=parent.can_train, deleted=False,
         ))
     hub.current[row.destination] = vid
+    hub.invalidate()
     await conn.execute(sa.update(t.Prediction).where(t.Prediction.id == row.id).values(
         output={"version": f"{row.destination}:{vid}", "weights": weights_url}))

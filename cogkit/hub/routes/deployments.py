@@ -82,7 +82,7 @@ async def create_deployment(request: Request) -> JSON:
                   hardware=body["hardware"], min_instances=body["min_instances"], max_instances=body["max_instances"],
                   release_number=1, release_created_at=now(), created_at=now())
     try:
-        async with hub.db.engine.begin() as conn:
+        async with hub.db.begin() as conn:
             await conn.execute(sa.insert(t.Deployment).values(**values))
     except sa.exc.IntegrityError:
         raise ApiError(409, f"A deployment named {owner}/{body['name']} already exists") from None
@@ -103,7 +103,7 @@ async def update_deployment(owner: str, name: str, request: Request) -> JSON:
         raise invalid("", "give at least one of version, hardware, min_instances, max_instances", "required")
     values = {k: v for k, v in body.items() if k in _FIELDS}
     values.update(release_number=row.release_number + 1, release_created_at=now())
-    async with hub.db.engine.begin() as conn:
+    async with hub.db.begin() as conn:
         await conn.execute(sa.update(t.Deployment).where(t.Deployment.pk == row.pk).values(**values))
     hub.forget_deployment(f"{owner}/{name}")
     return JSON(render.deployment(await _row(request, owner, name), hub.settings.username))
@@ -113,7 +113,7 @@ async def update_deployment(owner: str, name: str, request: Request) -> JSON:
 async def delete_deployment(owner: str, name: str, request: Request) -> Response:
     hub = hub_of(request)
     row = await _row(request, owner, name)
-    async with hub.db.engine.begin() as conn:
+    async with hub.db.begin() as conn:
         await conn.execute(sa.delete(t.Deployment).where(t.Deployment.pk == row.pk))
     hub.forget_deployment(f"{owner}/{name}")
     return Response(status_code=204)

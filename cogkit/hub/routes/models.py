@@ -79,10 +79,11 @@ async def create_model(request: Request) -> JSON:
     values = {k: body.get(k) for k in _CREATE_KEYS}
     values.update(owner=owner, name=name, run_count=0, created_at=now())
     try:
-        async with hub.db.engine.begin() as conn:
+        async with hub.db.begin() as conn:
             await conn.execute(sa.insert(t.Model).values(**values))
     except sa.exc.IntegrityError:
         raise ApiError(409, f"A model named {owner}/{name} already exists") from None
+    hub.invalidate()
     row = await hub.model_row(owner, name)
     return JSON(render.model(row, origin(request), None), status_code=201)
 
@@ -100,8 +101,9 @@ async def delete_model(owner: str, name: str, request: Request) -> Response:
     row = await hub.model_row(owner, name)
     if await hub.versions_of(row):
         raise ApiError(409, f"{owner}/{name} still has versions: delete them first")
-    async with hub.db.engine.begin() as conn:
+    async with hub.db.begin() as conn:
         await conn.execute(sa.delete(t.Model).where(t.Model.pk == row.pk))
+    hub.invalidate()
     return Response(status_code=204)
 
 
@@ -130,19 +132,16 @@ async def get_version(owner: str, name: str, vid: str, request: Request) -> JSON
 async def delete_version(owner: str, name: str, vid: str, request: Request) -> Response:
     hub = hub_of(request)
     version = await _version_of(request, owner, name, vid)
-    async with hub.db.engine.begin() as conn:
+    async with hub.db.begin() as conn:
         await conn.execute(sa.update(t.Version).where(t.Version.id == version.id).values(deleted=True))
     if hub.current.get(f"{owner}/{name}") == vid:
         hub.current.pop(f"{owner}/{name}")
+    hub.invalidate()
     return Response(status_code=204)
 
 
 @router.post("/models/{owner}/{name}/predictions")
 async def create_model_prediction(owner: str, name: str, request: Request) -> JSON:
-    hub = hub_of(request)
     body = await json_body(request)
-    model = await hub.model_row(owner, name)
-    version = await hub.latest_version(model)
-    if version is None:
-        raise ApiError(404, f"Model {owner}/{name} has no version to run")
+    version, model = await hub_of(request).runnable(owner, name)
     return await create_on(request, version, model, body)

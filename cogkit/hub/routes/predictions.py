@@ -27,8 +27,7 @@ async def respond(request: Request, row: t.Prediction, wait: float | None) -> JS
     hub = hub_of(request)
     status = None
     if wait is not None:
-        await hub.wait(row.id, wait)
-        row = await hub.get(row.id, row.kind)
+        row = await hub.wait(row.id, wait) or await hub.get(row.id, row.kind)
         if row.status not in ("succeeded", "failed", "canceled"):
             status = "starting"
     body = await hub.render(row, origin(request), status)
