@@ -43,6 +43,10 @@ class ServerGone(Exception):
     """The model server stopped (or could not start) while a prediction needed it."""
 
 
+class NotStarted(ServerGone):
+    """The model server was gone before it got the prediction: it can run elsewhere."""
+
+
 def _die_with_parent() -> None:
     """In the child before exec (Linux): SIGTERM when the hub dies, even by SIGKILL, so no
     model server outlives it."""
@@ -67,6 +71,7 @@ class Instance:
         self.proc: asyncio.subprocess.Process | None = None
         self.url = target.url or ""
         self.busy = False
+        self.dead = False  # its server stopped answering (before the process is reaped)
         self.last_used = time.monotonic()
         self.setup_logs = ""
 
@@ -111,6 +116,8 @@ class Instance:
 
     @property
     def alive(self) -> bool:
+        if self.dead:
+            return False
         return self.target.url is not None or (self.proc is not None and self.proc.returncode is None)
 
     async def predict(self, pid: str, model_input: dict[str, Any], noun: str = "predictions",
@@ -123,7 +130,11 @@ class Instance:
             body["webhook_events_filter"] = events or ["output", "logs"]
         try:
             r = await self.client.put(f"{self.url}/{noun}/{pid}", json=body, timeout=None)
+        except httpx.ConnectError as exc:
+            self.dead = True
+            raise NotStarted(f"the model server at {self.url} is gone: {exc!r}") from None
         except httpx.TransportError as exc:
+            self.dead = True
             code = self.proc.returncode if self.proc is not None else None
             raise ServerGone(f"the model server stopped while running the prediction"
                              f"{f' (exit code {code})' if code is not None else ''}: {exc!r}") from None

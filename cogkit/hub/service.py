@@ -31,7 +31,7 @@ from cogkit.hub.errors import ApiError, invalid
 from cogkit.hub.filestore import API_PATH, KEY_PATH, FileStore
 from cogkit.hub.ids import new_id, new_key, now
 from cogkit.hub.outbox import Outbox, message
-from cogkit.hub.runner import Instance, Pool, ServerGone, Target
+from cogkit.hub.runner import Instance, NotStarted, Pool, ServerGone, Target
 from cogkit.hub.settings import HubSettings, ModelSpec
 
 log = logging.getLogger("cogkit.hub")
@@ -57,6 +57,7 @@ class Live:
     instance: Instance | None = None
     canceled: bool = False
     shutdown: bool = False  # canceled by the hub's own shutdown, not by the client
+    retries: int = 0  # times it went back to the queue because its server was already gone
     outputs_seen: int = 0
     logs_seen: int = 0
     logs_prefix: str = ""
@@ -598,6 +599,16 @@ class Hub:
         events = ["output", "logs"] if live.list_output else ["logs"]  # single outputs come with the answer
         try:
             result = await inst.predict(pid, model_input, noun, webhook=hook, events=events)
+        except NotStarted as exc:
+            await settle()
+            live.instance = None
+            live.retries += 1
+            if live.retries > 2 or self.closing:
+                await self._finish(pid, "failed", error=str(exc), metrics=metrics, started_at=started_at)
+            else:  # it never reached the dead server: run it on a fresh one
+                log.info("%s: model server gone before it started; queueing it again", pid)
+                self._submit(pid, inst.target)
+            return
         except ServerGone as exc:
             await settle()
             await self._finish(pid, "failed", error=str(exc), metrics=metrics, started_at=started_at)
