@@ -133,6 +133,9 @@ def output_texts(value: Any) -> list[str]:
 _PT = t.Prediction.__table__
 _INSERT = sa.insert(_PT)
 _UPDATES: dict[tuple[frozenset[str], bool], Any] = {}
+_MT = t.Model.__table__
+_COUNT_RUN = sa.update(_MT).where(_MT.c.owner == sa.bindparam("o"), _MT.c.name == sa.bindparam("n")).values(
+    run_count=_MT.c.run_count + 1)
 
 
 def _update_statement(columns: frozenset[str], unless_terminal: bool) -> Any:
@@ -765,8 +768,7 @@ class Hub:
                 row = await self._select(conn, pid)
             if status == "succeeded" and current.kind == "prediction":
                 owner, name = current.model.split("/", 1)
-                await conn.execute(sa.update(t.Model).where(t.Model.owner == owner, t.Model.name == name)
-                                   .values(run_count=t.Model.run_count + 1))
+                await conn.execute(_COUNT_RUN, {"o": owner, "n": name})
             if current.kind == "training" and status == "succeeded":
                 await self._training_succeeded(conn, row)
                 row = await self._select(conn, pid)
