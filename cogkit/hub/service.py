@@ -30,6 +30,7 @@ from cogkit.hub.db import tables as t
 from cogkit.hub.errors import ApiError, invalid
 from cogkit.hub.filestore import API_PATH, KEY_PATH, FileStore
 from cogkit.hub.ids import new_id, new_key, now
+from cogkit.hub.logs import for_clients
 from cogkit.hub.outbox import Outbox, message
 from cogkit.hub.runner import Instance, NotStarted, Pool, ServerGone, Target
 from cogkit.hub.settings import HubSettings, ModelSpec
@@ -632,7 +633,7 @@ class Hub:
         model_metrics = result.get("metrics") or {}
         if "predict_time" in model_metrics:
             metrics["predict_time"] = model_metrics["predict_time"]
-        await self._finish(pid, status, output=result.get("output"), logs=result.get("logs") or "",
+        await self._finish(pid, status, output=result.get("output"), logs=for_clients(result.get("logs") or ""),
                            error=None if error is None else str(error), metrics=metrics, started_at=started_at)
 
     async def _update(self, conn: Any, pid: str, **values: Any) -> t.Prediction:
@@ -683,7 +684,7 @@ class Hub:
         async with live.lock:
             if live.done.is_set():
                 return
-            output, logs = body.get("output"), body.get("logs") or ""
+            output, logs = body.get("output"), for_clients(body.get("logs") or "")
             new_outputs: list[Any] = []
             # Cog reports a single output as a one-item list while running: only array
             # outputs (iterators, lists) stream item by item

@@ -33,6 +33,7 @@ MODELS = {
     "acme/raises": CONFORMANCE / "predict_raises",
     "acme/filesize": FIXTURES / "filesize",
     "acme/progress": FIXTURES / "progress",
+    "acme/progress-cogkit": FIXTURES / "progress_cogkit",
     "acme/trainer": FIXTURES / "trainer",
 }
 

@@ -157,6 +157,13 @@ def test_progress_lines_reach_the_logs(client):
     assert p.progress is not None and p.progress.current == 4 and p.progress.total == 4
 
 
+def test_cogkit_progress_lines_become_tqdm_lines(client):
+    p = client.predictions.create(model="acme/progress-cogkit", input={"steps": 4})
+    p.wait()
+    assert "[progress]" not in p.logs and " 50%|#####     | 2/4 [denoising]" in p.logs
+    assert p.progress.current == 4 and p.progress.total == 4
+
+
 def test_webhooks_are_signed_for_the_clients_validator(client, receiver):
     p = client.predictions.create(model="acme/hello", input={"text": "hook"}, webhook=receiver.url,
                                   webhook_events_filter=["start", "completed"])
