@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from cogkit.exceptions import CogkitError
 from cogkit.hub import errors
 from cogkit.hub.errors import ApiError
-from cogkit.hub.routes import account, deployments, files, internal, models, predictions, stream
+from cogkit.hub.routes import account, deployments, files, internal, models, predictions, stream, web
 from cogkit.hub.service import Hub
 from cogkit.hub.settings import HubSettings
 
@@ -77,6 +77,7 @@ def create_app(settings: HubSettings, token: str, internal_base: str) -> FastAPI
         app.include_router(module.router)
     app.include_router(files.public)
     app.include_router(stream.router)
+    app.include_router(web.router)
     app.include_router(internal.router)
 
     @app.get("/health-check", include_in_schema=False)

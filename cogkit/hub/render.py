@@ -54,6 +54,7 @@ def prediction(row: t.Prediction, origin: str, output: Any, status: str | None =
         "get": f"{origin}/v1/{noun}/{row.id}",
         "cancel": f"{origin}/v1/{noun}/{row.id}/cancel",
         "stream": f"{origin}/stream/{row.stream_key}",
+        "web": f"{origin}/p/{row.stream_key}",
     }
     metrics = dict(row.metrics or {})
     if row.completed_at is not None:

@@ -132,7 +132,7 @@ def test_prediction_shape_and_location(api):
     p = r.json()
     assert r.headers["location"] == p["urls"]["get"]
     assert p["model"] == "acme/hello" and len(p["version"]) == 64 and p["status"] == "succeeded"
-    assert set(p["urls"]) == {"get", "cancel", "stream"} and all(isinstance(v, str) for v in p["urls"].values())
+    assert set(p["urls"]) == {"get", "cancel", "stream", "web"} and all(isinstance(v, str) for v in p["urls"].values())
     assert p["error"] is None and p["created_at"].endswith("Z") and p["completed_at"]
     assert p["metrics"]["predict_time"] >= 0 and p["metrics"]["total_time"] >= p["metrics"]["predict_time"]
     assert p["source"] == "api" and p["data_removed"] is False
@@ -222,3 +222,13 @@ def test_unknown_stream_and_file_keys_are_404(hub):
     _problem(httpx.get(hub.url + "/stream/not-a-key"), 404)
     _problem(httpx.get(hub.url + "/files/aaaaaaaaaaaaaaaaaaaaaaaaaaaa/x.png"), 404)
     _problem(httpx.post(hub.url + "/internal/wrong/events/x", json={}), 404)
+
+
+def test_web_page_shows_the_prediction_without_the_token(api):
+    p = api.post("/v1/models/acme/hello/predictions", json={"input": {"text": "<b>web</b>"}},
+                 headers={"Prefer": "wait"}).json()
+    r = httpx.get(p["urls"]["web"])
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "hello &lt;b&gt;web&lt;/b&gt;" in r.text and "<b>web</b>" not in r.text  # escaped
+    img = api.post("/v1/models/acme/image/predictions", json={"input": {}}, headers={"Prefer": "wait"}).json()
+    assert '<img src="data:image/png;base64,' in httpx.get(img["urls"]["web"]).text
