@@ -6,6 +6,7 @@ the rule; nothing a client sends can turn into a 500.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -61,6 +62,12 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 404 and detail == "Not Found":
             detail = "No such endpoint"
         return problem(exc.status_code, detail, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        # a bug of the hub's, never the client's: say so in the problem shape, log the details
+        logging.getLogger("cogkit.hub").error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return problem(500, "internal error in cogkit hub (the details are in its log)")
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -232,3 +232,18 @@ def test_web_page_shows_the_prediction_without_the_token(api):
     assert "hello &lt;b&gt;web&lt;/b&gt;" in r.text and "<b>web</b>" not in r.text  # escaped
     img = api.post("/v1/models/acme/image/predictions", json={"input": {}}, headers={"Prefer": "wait"}).json()
     assert '<img src="data:image/png;base64,' in httpx.get(img["urls"]["web"]).text
+
+
+def test_cancel_after_cancels_at_the_deadline(api):
+    r = api.post("/v1/models/acme/slow/predictions", json={"input": {"seconds": 20}}, headers={"Cancel-After": "1s"})
+    assert r.status_code == 201 and r.json()["deadline"]
+    pid = r.json()["id"]
+    import time
+
+    deadline = time.monotonic() + 30
+    while api.get(f"/v1/predictions/{pid}").json()["status"] not in ("canceled", "failed", "succeeded"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert api.get(f"/v1/predictions/{pid}").json()["status"] == "canceled"  # never "aborted" (reference §5)
+    r = api.post("/v1/models/acme/hello/predictions", json={"input": {"text": "x"}}, headers={"Cancel-After": "soon"})
+    assert "Cancel-After" in _problem(r, 400)["detail"]
