@@ -195,10 +195,33 @@ class Pool:
         self.tasks: set[asyncio.Task[None]] = set()
         self.starting = 0
         self.closing = False  # no new work starts once the hub shuts down
+        self.min_instances = 0  # servers kept running even when idle (a deployment's min_instances)
         self._reaper = asyncio.ensure_future(self._reap_idle())
 
     def submit(self, job: Job, on_boot_error: Callable[[str], Awaitable[None]]) -> None:
         self.queue.put_nowait((job, on_boot_error))
+        self._dispatch()
+
+    def keep_warm(self, n: int) -> None:
+        """Start servers until ``n`` run (at most ``max_instances``), and keep them when idle."""
+        self.min_instances = min(n, self.target.max_instances)
+        while not self.closing and len([i for i in self.instances if i.alive or i.busy]) < self.min_instances:
+            inst = Instance(self.target, self.client)
+            inst.busy = True  # not handed work before it is READY
+            self.instances.append(inst)
+            task = asyncio.ensure_future(self._warm(inst))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _warm(self, inst: Instance) -> None:
+        try:
+            await inst.start(self.boot_timeout)
+        except ServerGone as exc:
+            log.warning("could not start a warm model server: %s", exc)
+            self.instances.remove(inst)
+            return
+        inst.busy = False
+        inst.last_used = time.monotonic()
         self._dispatch()
 
     def _dispatch(self) -> None:
@@ -243,6 +266,8 @@ class Pool:
             await asyncio.sleep(min(5.0, self.target.idle_timeout / 2))
             now = time.monotonic()
             for inst in list(self.instances):
+                if len(self.instances) <= self.min_instances:
+                    break
                 if not inst.busy and now - inst.last_used > self.target.idle_timeout and inst.proc is not None:
                     self.instances.remove(inst)
                     log.info("stopping idle model server %s", inst.url)

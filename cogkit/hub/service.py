@@ -190,6 +190,10 @@ class Hub:
         self.outbox = Outbox(self.db, self.webhook_secret)
         self.current = await register(self.db, self.settings.models)
         await self._recover()
+        async with self.db.session() as s:
+            deployments = (await s.execute(sa.select(t.Deployment.owner, t.Deployment.name))).all()
+        for owner, name in deployments:
+            await self.warm_deployment(owner, name)
         self.outbox.start()
 
     async def _secret(self) -> str:
@@ -350,6 +354,20 @@ class Hub:
         if pool is None:
             pool = self.pools[target.key] = Pool(target, self.client, self.settings.boot_timeout)
         return pool
+
+    async def warm_deployment(self, owner: str, name: str) -> None:
+        """Keep a deployment's ``min_instances`` servers running."""
+        async with self.db.session() as s:
+            dep = (await s.execute(sa.select(t.Deployment).where(t.Deployment.owner == owner,
+                                                                 t.Deployment.name == name))).scalar()
+        if dep is None or dep.min_instances < 1:
+            return
+        try:
+            target = await self._target(dep.version, f"{owner}/{name}")
+        except ApiError as exc:
+            log.warning("deployment %s/%s: %s", owner, name, exc.detail)
+            return
+        self._pool(target).keep_warm(dep.min_instances)
 
     def forget_deployment(self, name: str) -> None:
         """A deployment changed or went away: its servers retire once their work is done."""

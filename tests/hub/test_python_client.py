@@ -213,6 +213,17 @@ def test_deployments(client):
     assert client.deployments.delete(d.owner, d.name) is True
 
 
+def test_deployment_min_instances_are_kept_warm(client):
+    version = client.models.get("acme/hello").latest_version.id
+    d = client.deployments.create(name="hello-warm", model="acme/hello", version=version, hardware="cpu",
+                                  min_instances=1, max_instances=1)
+    time.sleep(3)  # the server boots now, before any prediction asks for it
+    p = d.predictions.create(input={"text": "warm"})
+    p.wait()
+    assert p.output == "hello warm" and "cold boot" not in p.logs and "boot_time" not in p.metrics
+    client.deployments.delete(d.owner, d.name)
+
+
 def test_training_publishes_a_version_that_run_uses(client):
     client.models.create("acme", "tuned", visibility="private", hardware="cpu")
     base = client.models.get("acme/trainer").latest_version

@@ -86,6 +86,7 @@ async def create_deployment(request: Request) -> JSON:
             await conn.execute(sa.insert(t.Deployment).values(**values))
     except sa.exc.IntegrityError:
         raise ApiError(409, f"A deployment named {owner}/{body['name']} already exists") from None
+    await hub.warm_deployment(owner, body["name"])
     return JSON(render.deployment(await _row(request, owner, body["name"]), owner), status_code=201)
 
 
@@ -106,6 +107,7 @@ async def update_deployment(owner: str, name: str, request: Request) -> JSON:
     async with hub.db.begin() as conn:
         await conn.execute(sa.update(t.Deployment).where(t.Deployment.pk == row.pk).values(**values))
     hub.forget_deployment(f"{owner}/{name}")
+    await hub.warm_deployment(owner, name)
     return JSON(render.deployment(await _row(request, owner, name), hub.settings.username))
 
 
