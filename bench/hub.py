@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,23 +31,11 @@ from pathlib import Path
 
 import httpx
 
+from server_vs_cog import free_port, pct  # bench/ is on sys.path when a script in it runs
+
 REPO = Path(__file__).resolve().parent.parent
 HELLO = REPO.parent / "shared" / "conformance" / "cog-0.23.1" / "predictors" / "hello"
 TOKEN = "bench-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pct(values: list[float], p: float) -> float:
-    v = sorted(values)
-    k = (len(v) - 1) * p / 100.0
-    f = int(k)
-    c = min(f + 1, len(v) - 1)
-    return v[f] + (v[c] - v[f]) * (k - f)
 
 
 def wait_up(url: str, path: str, timeout: float = 120.0) -> None:

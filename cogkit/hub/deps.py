@@ -58,6 +58,15 @@ async def json_body(request: Request) -> Any:
         raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
 
 
+async def json_object(request: Request) -> dict:
+    """The body as a JSON object (400 if it is not JSON, 422 if it is not an object)."""
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise ApiError(422, "the request body must be a JSON object",
+                       [{"type": "type", "field": "", "description": "the request body must be a JSON object"}])
+    return body
+
+
 def encode_cursor(direction: str, pk: int) -> str:
     return base64.urlsafe_b64encode(f"{direction}{pk}".encode()).decode().rstrip("=")
 

@@ -657,7 +657,6 @@ class Hub:
     async def _update(self, conn: Any, pid: str, **values: Any) -> t.Prediction:
         """Write ``values`` to the row; returns the row as it now is (the in-memory copy of a
         live prediction, else read back)."""
-        P = t.Prediction
         if values:
             await conn.execute(_update_statement(frozenset(values), False), {"_pid": pid, **values})
         live = self.live.get(pid)
@@ -753,7 +752,6 @@ class Hub:
 
     async def _finish_locked(self, pid: str, live: Live | None, status: str, output: Any, logs: str | None,
                              error: str | None, metrics: dict | None, started_at: float | None) -> None:
-        P = t.Prediction
         async with self.db.begin() as conn:
             current = live.row if live is not None and live.row is not None else await self._select(conn, pid)
             if current is None or current.status in TERMINAL:

@@ -176,3 +176,22 @@ def test_public_url_gives_token_free_file_urls(tmp_path):
         assert p["urls"]["get"].startswith(f"http://127.0.0.1:{hub.port}/v1/predictions/")
     finally:
         hub.stop()
+
+
+def test_idle_model_servers_stop_and_start_again(tmp_path):
+    config = f"models:\n  acme/hello:\n    path: {CONFORMANCE / 'hello'}\n    idle_timeout: 1\n"
+    hub = HubProcess(tmp_path / "data", None, {}, config=config).start()
+    try:
+        with hub.client() as c:
+            first = c.post("/v1/models/acme/hello/predictions", json={"input": {"text": "a"}},
+                           headers={"Prefer": "wait"}).json()
+            assert "cold boot" in first["logs"] and len(hub.children()) == 1
+            deadline = time.monotonic() + 15
+            while hub.children() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert hub.children() == [], "the idle model server was not stopped"
+            again = c.post("/v1/models/acme/hello/predictions", json={"input": {"text": "b"}},
+                           headers={"Prefer": "wait"}).json()
+            assert again["output"] == "hello b" and "cold boot" in again["logs"]
+    finally:
+        hub.stop()

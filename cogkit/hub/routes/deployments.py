@@ -11,7 +11,7 @@ from fastapi.responses import Response
 
 from cogkit.hub import render
 from cogkit.hub.db import tables as t
-from cogkit.hub.deps import JSON, hub_of, json_body, require_token
+from cogkit.hub.deps import JSON, hub_of, json_body, json_object, require_token
 from cogkit.hub.errors import ApiError, invalid
 from cogkit.hub.ids import now
 from cogkit.hub.pages import page_of
@@ -24,9 +24,7 @@ _FIELDS = {"model", "version", "hardware", "min_instances", "max_instances"}
 _VID = re.compile(r"^[0-9a-f]{64}$")
 
 
-async def _checked(request: Request, body: object, creating: bool) -> dict:
-    if not isinstance(body, dict):
-        raise invalid("", "the request body must be a JSON object", "type")
+async def _checked(request: Request, body: dict, creating: bool) -> dict:
     allowed = _FIELDS | ({"name"} if creating else set())
     for key in body:
         if key not in allowed:
@@ -76,7 +74,7 @@ async def list_deployments(request: Request) -> JSON:
 @router.post("/deployments")
 async def create_deployment(request: Request) -> JSON:
     hub = hub_of(request)
-    body = await _checked(request, await json_body(request), creating=True)
+    body = await _checked(request, await json_object(request), creating=True)
     owner = hub.settings.username
     values = dict(owner=owner, name=body["name"], model=body["model"], version=body["version"],
                   hardware=body["hardware"], min_instances=body["min_instances"], max_instances=body["max_instances"],
@@ -99,7 +97,7 @@ async def get_deployment(owner: str, name: str, request: Request) -> JSON:
 async def update_deployment(owner: str, name: str, request: Request) -> JSON:
     hub = hub_of(request)
     row = await _row(request, owner, name)
-    body = await _checked(request, await json_body(request), creating=False)
+    body = await _checked(request, await json_object(request), creating=False)
     if not body:
         raise invalid("", "give at least one of version, hardware, min_instances, max_instances", "required")
     values = {k: v for k, v in body.items() if k in _FIELDS}

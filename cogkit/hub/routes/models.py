@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from cogkit.exceptions import ConfigError
 from cogkit.hub import render
 from cogkit.hub.db import tables as t
-from cogkit.hub.deps import JSON, hub_of, json_body, origin, require_token
+from cogkit.hub.deps import JSON, hub_of, json_body, json_object, origin, require_token
 from cogkit.hub.errors import ApiError, invalid
 from cogkit.hub.ids import now
 from cogkit.hub.pages import page_of
@@ -58,9 +58,7 @@ async def search_models(request: Request) -> JSON:
 @router.post("/models")
 async def create_model(request: Request) -> JSON:
     hub = hub_of(request)
-    body = await json_body(request)
-    if not isinstance(body, dict):
-        raise invalid("", "the request body must be a JSON object", "type")
+    body = await json_object(request)
     for key in body:
         if key not in _CREATE_KEYS:
             raise invalid(key, f"additional property {key!r} is not allowed", "additional_property_not_allowed")

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 
 from cogkit.hub import render
 from cogkit.hub.db import tables as t
-from cogkit.hub.deps import JSON, hub_of, json_body, origin, require_token
+from cogkit.hub.deps import JSON, hub_of, json_object, origin, require_token
 from cogkit.hub.errors import ApiError, invalid
 from cogkit.hub.pages import page_of
 from cogkit.hub.settings import split_name
@@ -45,9 +45,7 @@ async def create_on(request: Request, version: t.Version, model: t.Model, body: 
 @router.post("/predictions")
 async def create_prediction(request: Request) -> JSON:
     hub = hub_of(request)
-    body = await json_body(request)
-    if not isinstance(body, dict):
-        raise invalid("", "the request body must be a JSON object", "type")
+    body = await json_object(request)
     ref = body.get("version")
     if not isinstance(ref, str):
         raise invalid("version", "is required: a version id (64 hex characters)", "required")
@@ -93,9 +91,7 @@ async def cancel_training(pid: str, request: Request) -> JSON:
 @router.post("/models/{owner}/{name}/versions/{vid}/trainings")
 async def create_training(owner: str, name: str, vid: str, request: Request) -> JSON:
     hub = hub_of(request)
-    body = await json_body(request)
-    if not isinstance(body, dict):
-        raise invalid("", "the request body must be a JSON object", "type")
+    body = await json_object(request)
     model = await hub.model_row(owner, name)
     version, vmodel = await hub.version_row(vid)
     if vmodel.pk != model.pk:
