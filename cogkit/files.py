@@ -24,7 +24,7 @@ from typing import Any
 import pybase64
 
 from cogkit.exceptions import CogkitError
-from cogkit.schema import input_schema
+from cogkit.openapi import input_schema
 from cogkit.worker.protocol import FileInput
 
 # Limits for fetched inputs; overridable per deployment.

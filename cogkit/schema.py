@@ -290,27 +290,6 @@ def openapi_document(info: PredictorInfo, train: PredictorInfo | None = None) ->
     return go_number(doc)
 
 
-def resolve_property(prop: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
-    """One flat property schema: ``allOf: [{$ref}]`` (choices) or a ``$ref`` merged in,
-    the property's own keys winning."""
-    if "allOf" in prop:
-        merged = {k: v for k, v in prop.items() if k != "allOf"}
-        for part in prop["allOf"]:
-            ref = part.get("$ref", "")
-            target = schemas.get(ref.rsplit("/", 1)[-1], {}) if ref else part
-            for k, v in target.items():
-                merged.setdefault(k, v)
-        return merged
-    if "$ref" in prop:
-        return resolve_property({"allOf": [{"$ref": prop["$ref"]}], **{k: v for k, v in prop.items() if k != "$ref"}}, schemas)
-    return prop
-
-
-def input_schema(doc: dict[str, Any], mode: str = "predict") -> dict[str, Any]:
-    """The Input (or TrainingInput) component of a document."""
-    return doc["components"]["schemas"]["TrainingInput" if mode == "train" else "Input"]
-
-
 def project_document(project_dir: str = ".", predict_ref: str | None = None, train_ref: str | None = None) -> dict[str, Any]:
     """Import the predictor(s) of a project in this process and return its document.
 

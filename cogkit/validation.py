@@ -21,7 +21,7 @@ import pydantic
 from pydantic import StrictBool, StrictFloat, StrictInt, StrictStr
 from pydantic_core import PydanticCustomError
 
-from cogkit.schema import input_schema, resolve_property
+from cogkit.openapi import input_schema, resolve_property
 
 _TYPE_NAMES = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean", "array": "array", "object": "object"}
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from cogkit.exceptions import CogkitError
 from cogkit.files import path_to_data_url
-from cogkit.schema import input_schema, resolve_property
+from cogkit.openapi import input_schema, resolve_property
 
 
 def did_you_mean(name: str, candidates: list[str]) -> str:
@@ -165,3 +165,21 @@ def for_validation(values: dict[str, Any]) -> dict[str, Any]:
         return v
 
     return {k: conv(v) for k, v in values.items()}
+
+
+def env_flags(flags: list[str]) -> dict[str, str]:
+    """``-e NAME=VALUE`` flags as a mapping."""
+    env = {}
+    for flag in flags:
+        if "=" not in flag:
+            raise CogkitError(f"failed to parse -e {flag!r}: expected NAME=VALUE")
+        name, _, value = flag.partition("=")
+        env[name] = value
+    return env
+
+
+def print_validation_errors(errors: list[dict[str, Any]]) -> None:
+    print("error: invalid input:", file=sys.stderr)
+    for e in errors:
+        field = ".".join(str(x) for x in e["loc"][2:])
+        print(f"  - {field}: {e['msg']}", file=sys.stderr)

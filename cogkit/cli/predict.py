@@ -45,16 +45,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
-def _env_flags(flags: list[str]) -> dict[str, str]:
-    env = {}
-    for flag in flags:
-        if "=" not in flag:
-            raise CogkitError(f"failed to parse -e {flag!r}: expected NAME=VALUE")
-        name, _, value = flag.partition("=")
-        env[name] = value
-    return env
-
-
 def run(args: argparse.Namespace) -> int:
     if args.json is not None and args.input:
         raise CogkitError("use either -i or --json, not both")
@@ -66,13 +56,6 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(_run_local(args))
     except asyncio.CancelledError:  # SIGTERM, after _run_local cleaned up
         return 128 + signal.SIGTERM
-
-
-def _print_validation_errors(errors: list[dict[str, Any]]) -> None:
-    print("error: invalid input:", file=sys.stderr)
-    for e in errors:
-        field = ".".join(str(x) for x in e["loc"][2:])
-        print(f"  - {field}: {e['msg']}", file=sys.stderr)
 
 
 def _collect_inputs(args: argparse.Namespace, schema: dict[str, Any], mode: str) -> dict[str, Any]:
@@ -116,6 +99,7 @@ async def _wait_setup(worker: Any, display: Any) -> Any:
 
 async def _run_local(args: argparse.Namespace) -> int:
     from cogkit.cli.display import Display
+    from cogkit.cli.inputs import env_flags, print_validation_errors
     from cogkit.config import load_config, predictor_ref
     from cogkit.validation import InputValidator
     from cogkit.worker.client import Worker
@@ -123,7 +107,7 @@ async def _run_local(args: argparse.Namespace) -> int:
     mode = "train" if args.train else "predict"
     cfg = load_config(args.file)
     ref = predictor_ref(mode, cfg.project_dir, cfg)
-    env = {**cfg.environment, **_env_flags(args.env)}
+    env = {**cfg.environment, **env_flags(args.env)}
     weights = args.weights if args.weights is not None else os.environ.get("COG_WEIGHTS")
     display = Display()
     display.phase("Loading predictor")
@@ -158,7 +142,7 @@ async def _run_local(args: argparse.Namespace) -> int:
         result = InputValidator(schema, mode).validate(for_validation(values))
         if result.errors:
             display.close()
-            _print_validation_errors(result.errors)
+            print_validation_errors(result.errors)
             return 1
         display.phase("Running setup")
         setup = await _wait_setup(worker, display)

@@ -43,13 +43,19 @@ def run_image(args: argparse.Namespace) -> int:
     import httpx
 
     from cogkit.build.runner import run_image as start_image
-    from cogkit.cli.inputs import file_markers_to_data_urls, for_validation, parse_flags, parse_json
+    from cogkit.cli.inputs import (
+        env_flags,
+        file_markers_to_data_urls,
+        for_validation,
+        parse_flags,
+        parse_json,
+        print_validation_errors,
+    )
     from cogkit.cli.outputs import render
-    from cogkit.cli.predict import _env_flags, _print_validation_errors
     from cogkit.validation import InputValidator
 
     mode = "train" if args.train else "predict"
-    env = _env_flags(args.env)
+    env = env_flags(args.env)
     weights = args.weights if args.weights is not None else os.environ.get("COG_WEIGHTS")
     if weights:
         env["COG_WEIGHTS"] = weights
@@ -59,12 +65,12 @@ def run_image(args: argparse.Namespace) -> int:
         values = parse_json(args.json, schema, mode) if args.json is not None else parse_flags(args.input, schema, mode)
         result = InputValidator(schema, mode).validate(for_validation(values))
         if result.errors:
-            _print_validation_errors(result.errors)
+            print_validation_errors(result.errors)
             return 1
         route = "/trainings" if mode == "train" else "/predictions"
         resp = httpx.post(f"{url}{route}", json={"input": file_markers_to_data_urls(values)}, timeout=None)
         if resp.status_code == 422:
-            _print_validation_errors(resp.json().get("detail", []))
+            print_validation_errors(resp.json().get("detail", []))
             return 1
         if resp.status_code != 200:
             raise CogkitError(f"the image's server answered {resp.status_code}: {resp.text[:500]}")
