@@ -30,6 +30,8 @@ _TYPE_NAMES = {"string": "string", "integer": "integer", "number": "number", "bo
 class ValidationResult:
     inputs: dict[str, Any]  # the valid fields as sent, unknown keys removed
     errors: list[dict[str, Any]] = field(default_factory=list)  # Cog 422 "detail" items
+    # the same problems, one line each, in the words of current Cog's CLI (cogkit predict)
+    problems: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)  # keys dropped because no input has that name
 
     @property
@@ -154,10 +156,11 @@ class InputValidator:
             return ValidationResult(
                 {},
                 [_err("__root__", f"{json_repr(payload)} is not of type \"object\"")],
+                [f"the inputs must be an object, got {_json_type(payload)}"],
             )
         unknown = [k for k in payload if k not in self.properties]
         inputs = {k: v for k, v in payload.items() if k in self.properties}
-        errors: list[dict[str, Any]] = []
+        found: list[tuple[dict[str, Any], str]] = []  # (422 item, CLI line)
         try:
             self._model.model_validate(inputs)
         except pydantic.ValidationError as exc:
@@ -167,18 +170,37 @@ class InputValidator:
                 key = tuple(item["loc"]) + (item["msg"],)
                 if key not in seen:
                     seen.add(key)
-                    errors.append(item)
+                    found.append((item, self._problem(e, inputs)))
         for name, pattern in self._patterns.items():
             value, rules = inputs.get(name), self._rules[name]
+            line = f"must match the pattern {json_repr(pattern)}"
             if isinstance(value, str) and not _pattern_ok(pattern, value):
-                errors.append(_err(name, f"{_shown(value, rules)} does not match {json_repr(pattern)}"))
+                found.append((_err(name, f"{_shown(value, rules)} does not match {json_repr(pattern)}"),
+                              f'invalid input "{name}": {line}'))
             elif isinstance(value, list):
                 for i, v in enumerate(value):
                     if not _pattern_ok(pattern, v):
-                        errors.append(_err(name, f"{_shown(v, rules)} does not match {json_repr(pattern)}", i))
+                        found.append((_err(name, f"{_shown(v, rules)} does not match {json_repr(pattern)}", i),
+                                      f'invalid input "{name}" (item {i}): {line}'))
         order = {n: i for i, n in enumerate(self.properties)}
-        errors.sort(key=lambda e: order.get(e["loc"][2], -1))
-        return ValidationResult(inputs if not errors else {}, errors, unknown)
+        found.sort(key=lambda pair: order.get(pair[0]["loc"][2], -1))
+        errors = [item for item, _ in found]
+        return ValidationResult(inputs if not errors else {}, errors, [line for _, line in found], unknown)
+
+    def _problem(self, e: dict[str, Any], inputs: dict[str, Any]) -> str:
+        """One pydantic error as current Cog's CLI words it."""
+        loc = e["loc"]
+        name = loc[0] if loc else "__root__"
+        if e["type"] == "missing":
+            return f'missing required input "{name}"'
+        index = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else None
+        rules = self._rules.get(name)
+        value = inputs.get(name)
+        label = f'invalid input "{name}"'
+        if index is not None and isinstance(value, list) and index < len(value):
+            value, rules = value[index], rules.items if rules else None
+            label += f" (item {index})"
+        return f"{label}: {_rule_text(e, value, rules)}"
 
     def _translate(self, e: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
         loc = e["loc"]
@@ -235,6 +257,40 @@ def _message(e: dict[str, Any], value: Any, rules: _Rules | None) -> str:
         return f"{v} is longer than {rules.max_length} {_plural(rules.max_length or 0)}"
     if rules.type:
         return f'{v} is not of type "{_TYPE_NAMES.get(rules.type, rules.type)}"'
+    return e["msg"]
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
+
+
+def _rule_text(e: dict[str, Any], value: Any, rules: _Rules | None) -> str:
+    """The broken rule, for ``invalid input "name": <this>``."""
+    t = e["type"]
+    if rules is None:
+        return e["msg"]
+    if value is None:
+        return "must not be null"
+    if rules.type and not _matches_type(value, rules.type):
+        return f"expected {_TYPE_NAMES.get(rules.type, rules.type)}, got {_json_type(value)}"
+    if rules.enum is not None and (t == "literal_error" or t.endswith("_type")):
+        return "must be one of: " + ", ".join(str(v) for v in rules.enum)
+    if t == "greater_than_equal":
+        return f"must be greater than or equal to {json_repr(rules.minimum)}"
+    if t == "less_than_equal":
+        return f"must be less than or equal to {json_repr(rules.maximum)}"
+    if t == "string_too_short":
+        return f"must be at least {rules.min_length} {_plural(rules.min_length or 0)} long"
+    if t == "string_too_long":
+        return f"must be at most {rules.max_length} {_plural(rules.max_length or 0)} long"
     return e["msg"]
 
 

@@ -49,9 +49,35 @@ def test_unknown_input_did_you_mean_and_validation_errors(conformance_dir: Path,
     assert r.returncode == 1 and 'unknown input "promt"; did you mean "prompt"?' in r.stderr
     r = cogkit(d, "predict", "-i", "prompt=", "-i", "steps=99", "-i", "mode=slow")
     assert r.returncode == 1
-    assert '- prompt: "" is shorter than 1 character' in r.stderr
-    assert "- steps: 99 is greater than the maximum of 50" in r.stderr
-    assert '- mode: "slow" is not one of ["fast","balanced","quality"]' in r.stderr
+    assert _error_lines(r.stderr) == [  # current Cog's words, one line per problem, in input order
+        'invalid input "prompt": must be at least 1 character long',
+        'invalid input "mode": must be one of: fast, balanced, quality',
+        'invalid input "steps": must be less than or equal to 50',
+    ]
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line[len("error: "):] for line in stderr.splitlines() if line.startswith("error: ")]
+
+
+def test_input_errors_in_current_cogs_words(conformance_dir: Path, tmp_path: Path) -> None:
+    d = _fixture(conformance_dir, tmp_path, "types_zoo")
+    r = cogkit(d, "predict", "-i", "steps=3")
+    assert r.returncode == 1 and _error_lines(r.stderr) == ['missing required input "prompt"']
+    r = cogkit(d, "predict", "--json", '{"prompt": null, "level": 5, "steps": "abc", "temperature": 3}')
+    assert r.returncode == 1
+    assert _error_lines(r.stderr) == [
+        'invalid input "prompt": must not be null',
+        'invalid input "level": must be one of: 1, 2, 3',
+        'invalid input "steps": expected integer, got string',
+        'invalid input "temperature": must be less than or equal to 2',
+    ]
+    r = cogkit(d, "predict", "-i", "prompt=x", "-i", "steps=0", "-i", "code=ABC")
+    assert _error_lines(r.stderr) == [
+        'invalid input "code": must match the pattern "^[a-z]+$"',
+        'invalid input "steps": must be greater than or equal to 1',
+    ]
+    assert "Traceback" not in r.stderr and "setup" not in r.stderr.lower()  # before the model loads
 
 
 def test_types_zoo_every_input_kind(conformance_dir: Path, tmp_path: Path) -> None:

@@ -178,7 +178,14 @@ def env_flags(flags: list[str]) -> dict[str, str]:
     return env
 
 
+def print_problems(problems: list[str]) -> None:
+    """Input problems found before the model runs, one ``error:`` line each (Cog's words)."""
+    for line in problems:
+        print(f"error: {line}", file=sys.stderr)
+
+
 def print_validation_errors(errors: list[dict[str, Any]]) -> None:
+    """A server's 422 ``detail`` items (cogkit predict --image)."""
     print("error: invalid input:", file=sys.stderr)
     for e in errors:
         field = ".".join(str(x) for x in e["loc"][2:])

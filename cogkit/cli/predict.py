@@ -99,7 +99,7 @@ async def _wait_setup(worker: Any, display: Any) -> Any:
 
 async def _run_local(args: argparse.Namespace) -> int:
     from cogkit.cli.display import Display
-    from cogkit.cli.inputs import env_flags, print_validation_errors
+    from cogkit.cli.inputs import env_flags, print_problems
     from cogkit.config import load_config, predictor_ref
     from cogkit.validation import InputValidator
     from cogkit.worker.client import Worker
@@ -142,7 +142,7 @@ async def _run_local(args: argparse.Namespace) -> int:
         result = InputValidator(schema, mode).validate(for_validation(values))
         if result.errors:
             display.close()
-            print_validation_errors(result.errors)
+            print_problems(result.problems)
             return 1
         display.phase("Running setup")
         setup = await _wait_setup(worker, display)

@@ -49,6 +49,7 @@ def run_image(args: argparse.Namespace) -> int:
         for_validation,
         parse_flags,
         parse_json,
+        print_problems,
         print_validation_errors,
     )
     from cogkit.cli.outputs import render
@@ -65,7 +66,7 @@ def run_image(args: argparse.Namespace) -> int:
         values = parse_json(args.json, schema, mode) if args.json is not None else parse_flags(args.input, schema, mode)
         result = InputValidator(schema, mode).validate(for_validation(values))
         if result.errors:
-            print_validation_errors(result.errors)
+            print_problems(result.problems)
             return 1
         route = "/trainings" if mode == "train" else "/predictions"
         resp = httpx.post(f"{url}{route}", json={"input": file_markers_to_data_urls(values)}, timeout=None)
