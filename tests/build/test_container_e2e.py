@@ -1,0 +1,495 @@
+"""End to end, with no Docker daemon: ``cogkit build`` a CPU model with podman,
+``cogkit push`` it to a local registry, delete the local copy, pull it back and run
+it, then get READY from /health-check and one successful prediction.
+
+Everything stays on 127.0.0.1; configs go through CONTAINERS_* variables, so
+nothing global is reconfigured. The base image is a Debian python built with
+mmdebstrap from the Debian mirror (no image pull) and tagged python:3.11-slim so the
+generated ``FROM python:3.11-slim`` resolves locally. The base tarball and the image
+store are cached between runs under $COGKIT_CI_CACHE (default ~/.cache/cogkit-ci);
+registry data and run-time state live in a temporary folder. The container tools come from
+scripts/install-container-tools.sh (which .ci/run calls); the tests skip only when
+they cannot be installed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+TOOLS = ("podman", "buildah", "skopeo", "runc", "docker-registry", "mmdebstrap")
+SUITE = "bookworm"  # Debian 12: python 3.11
+BASE_TAG = "docker.io/library/python:3.11-slim"
+BASE_PACKAGES = "python3,python3-pip,python-is-python3,ca-certificates"
+BASE_HOOK = 'rm -f "$1"/usr/lib/python3.*/EXTERNALLY-MANAGED; find "$1"/usr -name __pycache__ -prune -exec rm -rf {} +'
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+ULIMIT = 4096
+
+
+def _missing_tools() -> list[str]:
+    return [t for t in TOOLS if shutil.which(t) is None]
+
+
+def _ensure_tools() -> None:
+    if not _missing_tools():
+        return
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "install-container-tools.sh")],
+                          capture_output=True, text=True, timeout=600)
+    missing = _missing_tools()
+    if missing:
+        detail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
+        pytest.skip(f"container tools unavailable ({', '.join(missing)}) and could not be installed: {detail[0]}")
+
+
+def _debian_mirror() -> str:
+    sources = Path("/etc/apt/sources.list.d/debian.sources")
+    if sources.is_file():
+        for line in sources.read_text().splitlines():
+            if line.startswith("URIs:") and "security" not in line:
+                return line.split()[1]
+    legacy = Path("/etc/apt/sources.list")
+    if legacy.is_file():
+        for line in legacy.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[0] == "deb" and "security" not in parts[1]:
+                return parts[1]
+    return "http://deb.debian.org/debian"
+
+
+def _cache_dir() -> Path:
+    cache = Path(os.environ.get("COGKIT_CI_CACHE", Path.home() / ".cache" / "cogkit-ci"))
+    cache.mkdir(parents=True, exist_ok=True)
+    return cache
+
+
+BASE_KEY = hashlib.sha256(f"{SUITE}|{BASE_PACKAGES}|{BASE_HOOK}".encode()).hexdigest()[:12]
+STORAGE_LIMIT = 4 * 1024**3  # wipe the cached image store beyond this
+
+
+def _base_tarball() -> Path:
+    """The Debian python root filesystem, built once and cached (key: suite + packages + hook)."""
+    tarball = _cache_dir() / f"debian-{SUITE}-python-{BASE_KEY}.tar"
+    if tarball.is_file():
+        return tarball
+    partial = tarball.with_name(tarball.stem + ".partial.tar")
+    subprocess.run(
+        [
+            "mmdebstrap", "--quiet", "--format=tar", "--variant=minbase", f"--include={BASE_PACKAGES}",
+            "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-exclude=/usr/share/man/*",
+            "--dpkgopt=path-exclude=/usr/share/locale/*", f"--customize-hook={BASE_HOOK}",
+            SUITE, str(partial), _debian_mirror(),
+        ],
+        check=True, timeout=600,
+    )
+    partial.rename(tarball)
+    return tarball
+
+
+def _image_store() -> Path:
+    """The image store, kept between runs like the base tarball: deleting hundreds of MB
+    of layers costs more than the whole test on a slow disk, and kept layers make reruns
+    quick. Capped: past STORAGE_LIMIT it starts over."""
+    store = _cache_dir() / "containers-storage"
+    if store.is_dir():
+        size = sum(f.stat().st_size for f in store.rglob("*") if f.is_file() and not f.is_symlink())
+        if size > STORAGE_LIMIT:
+            shutil.rmtree(store, ignore_errors=True)
+    return store
+
+
+@dataclass
+class Containers:
+    env: dict[str, str]
+    registry: str  # host:port of the local registry
+    work: Path
+
+    def run(self, *cmd: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(list(cmd), env=self.env, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def cogkit(self, *args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cogkit", *args], cwd=cwd, env=self.env,
+                              capture_output=True, text=True, timeout=timeout)
+
+
+def _free_port() -> int:
+    from cogkit.build.runner import free_port
+
+    return free_port()
+
+
+def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10) -> str:
+    """Stop a process this test started: ``sig``, then SIGKILL after ``timeout`` s.
+    Returns what it printed (when its output was piped)."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out or ""
+
+
+@pytest.fixture(scope="module")
+def containers():
+    _ensure_tools()
+    # One session at a time on the cached image store (a second run waits here).
+    lock = open(_cache_dir() / "containers.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        yield from _containers()
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+
+
+def _containers():
+    # Not under pytest's basetemp: another pytest session of the same user prunes old
+    # basetemps, and podman's runroot must outlive every test of this module.
+    work = Path(tempfile.mkdtemp(prefix="cogkit-containers-"))
+    conf = work / "conf"
+    conf.mkdir()
+    registry = f"127.0.0.1:{_free_port()}"
+    volumes = f'volumes = ["{CA_BUNDLE}:{CA_BUNDLE}:ro"]' if CA_BUNDLE.is_file() else ""
+    # Host quirks (see ../shared/reference/containers.md): runc, not crun (cgroup "hybrid"
+    # hosts); explicit low ulimits (the host's own are refused); the host CA bundle
+    # visible to RUN steps for TLS-intercepted egress, without baking it into layers.
+    (conf / "containers.conf").write_text(
+        "[containers]\n"
+        f'default_ulimits = ["nofile={ULIMIT}:{ULIMIT}", "nproc={ULIMIT}:{ULIMIT}"]\n'
+        f"{volumes}\n"
+        "[engine]\n"
+        'runtime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
+        f'tmp_dir = "{work}/libpod-tmp"\n'
+    )
+    # Layers persist (graphroot); run-time state is per session (runroot, tmp_dir above).
+    (conf / "storage.conf").write_text(
+        f'[storage]\ndriver = "overlay"\ngraphroot = "{_image_store()}"\nrunroot = "{work}/run"\n'
+    )
+    (conf / "registries.conf").write_text(
+        f'unqualified-search-registries = ["docker.io"]\n[[registry]]\nlocation = "{registry}"\ninsecure = true\n'
+    )
+    (conf / "registry.yml").write_text(
+        "version: 0.1\nlog: {level: warn}\n"
+        f"storage: {{filesystem: {{rootdirectory: {work}/registry}}, delete: {{enabled: true}}}}\n"
+        f"http: {{addr: {registry}}}\n"
+    )
+    env = dict(os.environ)
+    env.update(
+        CONTAINERS_CONF=str(conf / "containers.conf"),
+        CONTAINERS_STORAGE_CONF=str(conf / "storage.conf"),
+        CONTAINERS_REGISTRIES_CONF=str(conf / "registries.conf"),
+        BUILDAH_ISOLATION="chroot",
+    )
+    env.pop("DOCKER_HOST", None)
+    c = Containers(env, registry, work)
+
+    reg_log = open(work / "registry.log", "w")
+    reg = subprocess.Popen(["docker-registry", "serve", str(conf / "registry.yml")], stdout=reg_log,
+                           stderr=subprocess.STDOUT)
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"http://{registry}/v2/", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"local registry did not start: {(work / 'registry.log').read_text()}")
+        have = c.run("podman", "image", "inspect", BASE_TAG, "--format", '{{index .Labels "cogkit.ci.base"}}',
+                     check=False).stdout.strip()
+        if have != BASE_KEY:
+            c.run("podman", "import", "-q",
+                  "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                  "--change", "ENV LANG=C.UTF-8", "--change", 'CMD ["python3"]',
+                  "--change", f"LABEL cogkit.ci.base={BASE_KEY}",
+                  str(_base_tarball()), BASE_TAG)
+        yield c
+    finally:
+        try:
+            c.run("podman", "rm", "-a", "-f", "-t", "1", check=False, timeout=120)
+            names = c.run("podman", "images", "--format", "{{.Repository}}:{{.Tag}}", check=False).stdout.split()
+            ours = [n for n in names if n.startswith(registry + "/")]
+            if ours:
+                c.run("podman", "rmi", "-f", *ours, check=False, timeout=120)  # untag; the layers stay cached
+        finally:  # the registry goes even when podman hangs
+            _stop(reg)
+            reg_log.close()
+            shutil.rmtree(work, ignore_errors=True)
+
+
+PREDICT_PY = '''
+import os
+import subprocess
+
+from cog import BasePredictor, Input
+
+
+class Predictor(BasePredictor):
+    def setup(self):
+        self.weights = os.path.getsize("weights/model.bin")
+        with open("/opt/e2e-marker.txt") as f:
+            self.marker = f.read().strip()
+
+    def predict(self, text: str = Input(description="who to greet"),
+                repeat: int = Input(default=1, ge=1, le=3)) -> str:
+        import six  # from requirements.txt
+
+        jq = subprocess.run(["jq", "-n", "1+1"], capture_output=True, text=True).stdout.strip()
+        return " ".join([f"hello {text}"] * repeat) + (
+            f" | weights={self.weights} marker={self.marker} six={six.__version__} jq={jq}"
+            f" style={os.environ.get('GREETING_STYLE')} notes={os.path.exists('notes')}"
+        )
+'''
+
+COG_YAML = """
+build:
+  python_version: "3.11"
+  system_packages:
+    - jq
+  python_requirements: requirements.txt
+  run:
+    - echo baked > /opt/e2e-marker.txt
+run: "predict.py:Predictor"
+environment:
+  - GREETING_STYLE=plain
+"""
+
+WEIGHTS_BYTES = 11 * 1024 * 1024
+EXPECTED_OUTPUT = f"hello world hello world | weights={WEIGHTS_BYTES} marker=baked six=1.16.0 jq=2 style=plain notes=False"
+
+
+SECRET_RUN = """    - command: test "$(cat /run/secrets/token)" = s3cret
+      mounts:
+        - {type: secret, id: token, target: /run/secrets/token}"""
+
+
+def _model(root: Path, extra_run: str | None = None, secret: bool = False) -> Path:
+    """The e2e model project; ``secret`` adds a build.run step that needs --secret id=token."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "predict.py").write_text(PREDICT_PY)
+    runs = "    - echo baked > /opt/e2e-marker.txt"
+    if secret:
+        runs += "\n" + SECRET_RUN
+        (root.parent / f"{root.name}.token").write_text("s3cret")
+    if extra_run:
+        runs += f"\n    - {extra_run}"
+    (root / "cog.yaml").write_text(COG_YAML.replace("    - echo baked > /opt/e2e-marker.txt", runs))
+    (root / "requirements.txt").write_text("six==1.16.0\n")
+    (root / "weights").mkdir(exist_ok=True)
+    with open(root / "weights" / "model.bin", "wb") as f:
+        f.truncate(WEIGHTS_BYTES)
+    (root / "notes").mkdir(exist_ok=True)
+    (root / "notes" / "draft.txt").write_text("not for the image\n")
+    (root / ".dockerignore").write_text("notes/\n*.tmp\n")
+    return root
+
+
+def test_build_push_pull_run_predict(containers: Containers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cogkit.build.runner import run_image
+
+    project = _model(tmp_path / "e2e-model", secret=True)
+    image = f"{containers.registry}/e2e-model:ci"
+    secret = f"id=token,src={tmp_path / 'e2e-model.token'}"
+
+    build = containers.cogkit("build", "-t", image, "--separate-weights", "--secret", secret, cwd=project)
+    assert build.returncode == 0, build.stderr[-4000:]
+    assert "separate weights layer: 1 file(s)" in build.stderr
+    assert build.stdout.strip().splitlines()[-1] == image
+
+    # Labels: the schema is the runtime schema, the config is cog.yaml.
+    labels = json.loads(containers.run("podman", "image", "inspect", image, "--format", "{{json .Labels}}").stdout)
+    schema = json.loads(containers.cogkit("schema", cwd=project).stdout)
+    assert json.loads(labels["run.cog.openapi_schema"]) == schema
+    assert json.loads(labels["run.cog.config"])["run"] == "predict.py:Predictor"
+    assert labels["run.cog.version"]
+
+    push = containers.cogkit("push", image, "--insecure", "--separate-weights", "--secret", secret, cwd=project)
+    assert push.returncode == 0, push.stderr[-4000:]
+    assert "pushed" in push.stderr
+
+    inspect = json.loads(containers.run("skopeo", "inspect", "--tls-verify=false", f"docker://{image}").stdout)
+    assert inspect["Labels"]["run.cog.openapi_schema"] == labels["run.cog.openapi_schema"]
+    containers.run("podman", "rmi", "-f", image)
+    assert containers.run("podman", "image", "exists", image, check=False).returncode != 0
+
+    # run_image pulls the image back from the registry (host network, free port).
+    for key in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF"):
+        monkeypatch.setenv(key, containers.env[key])
+    with run_image(image, engine="podman", setup_timeout=120) as url:
+        health = httpx.get(f"{url}/health-check", timeout=5).json()
+        assert health["status"] == "READY"
+        resp = httpx.post(f"{url}/predictions", json={"input": {"text": "world", "repeat": 2}}, timeout=60)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["status"] == "succeeded", body
+    assert body["output"] == EXPECTED_OUTPUT
+    assert not _our_containers(containers), "run_image left its container behind"
+
+    # The same image through the CLI: cogkit predict --image, then cogkit serve --image.
+    pred = containers.cogkit("predict", "--image", image, "-i", "text=world", "-i", "repeat=2", cwd=tmp_path)
+    assert pred.returncode == 0, pred.stderr[-3000:]
+    assert pred.stdout.strip() == EXPECTED_OUTPUT
+
+    port = _free_port()
+    serve = subprocess.Popen([sys.executable, "-m", "cogkit", "serve", "--image", image, "--port", str(port)],
+                             cwd=tmp_path, env=containers.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and serve.poll() is None:
+            try:
+                if httpx.get(f"{url}/health-check", timeout=1).json().get("status") == "READY":
+                    break
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.2)
+        resp = httpx.post(f"{url}/predictions", json={"input": {"text": "world", "repeat": 2}}, timeout=60)
+        assert resp.json()["output"] == EXPECTED_OUTPUT
+    finally:
+        out = _stop(serve, signal.SIGINT, timeout=60)
+    assert serve.returncode == 130, out
+    assert not _our_containers(containers), "cogkit serve --image left its container behind"
+
+
+def _our_containers(containers: Containers) -> list[str]:
+    names = containers.run("podman", "ps", "-a", "--format", "{{.Names}}").stdout.split()
+    return [n for n in names if n.startswith("cogkit-run-")]
+
+
+def test_setup_failure_is_reported(containers: Containers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cogkit.build.runner import ImageRunError, run_image
+
+    project = _model(tmp_path / "setup-fails")
+    (project / "predict.py").write_text(PREDICT_PY.replace(
+        "        self.weights =", "        raise RuntimeError('weights are corrupt')\n        self.weights ="))
+    image = "localhost/setup-fails:ci"
+    build = containers.cogkit("build", "-q", "-t", image, cwd=project)
+    assert build.returncode == 0, build.stderr[-3000:]
+    for key in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF"):
+        monkeypatch.setenv(key, containers.env[key])
+    with pytest.raises(ImageRunError, match="model setup failed") as err:
+        with run_image(image, setup_timeout=120):
+            pass
+    assert "weights are corrupt" in str(err.value)
+    assert not _our_containers(containers)
+    containers.run("podman", "rmi", "-f", image, check=False)
+
+
+def test_docker_cli_through_podmans_api(containers: Containers, tmp_path: Path) -> None:
+    """With a Docker API answering (here podman's), the docker CLI is picked first and
+    builds (legacy builder: cache mounts handled server-side) and pushes."""
+    if shutil.which("docker") is None:
+        pytest.skip("no docker CLI on this machine (only podman/buildah are required)")
+    sock = containers.work / "podman.sock"
+    service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"], env=containers.env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(containers.env, DOCKER_HOST=f"unix://{sock}")
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            time.sleep(0.1)
+        # The legacy docker builder cannot pass build secrets: a clear error, before building.
+        with_secret = _model(tmp_path / "needs-secret", secret=True)
+        proc = subprocess.run([sys.executable, "-m", "cogkit", "build", "-t", "localhost/needs-secret:ci"],
+                              cwd=with_secret, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 1
+        assert "build secrets (build.run mounts / --secret) need BuildKit" in proc.stderr
+
+        project = _model(tmp_path / "via-docker")
+        image = f"{containers.registry}/e2e-model:via-docker"  # same repository: its layers are there already
+        proc = subprocess.run([sys.executable, "-m", "cogkit", "push", image, "--insecure"], cwd=project, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert f"building {image} with docker" in proc.stderr
+        assert "pushed" in proc.stderr and "with docker" in proc.stderr
+        containers.run("skopeo", "inspect", "--tls-verify=false", f"docker://{image}")
+    finally:
+        _stop(service, timeout=30)
+
+
+def test_build_failure_names_the_failing_step(containers: Containers, tmp_path: Path) -> None:
+    project = _model(tmp_path / "broken-model", extra_run="sh -c 'echo about to fail; exit 3'")
+    proc = containers.cogkit("build", "-q", "-t", "localhost/broken-model:ci", cwd=project)
+    assert proc.returncode == 1
+    message = proc.stderr
+    assert re.search(r"build failed at step \d+/\d+: RUN sh -c 'echo about to fail; exit 3'", message), message
+    assert "about to fail" in message
+
+
+# bcrypt (the only scheme docker-registry's htpasswd accepts) of "pw", cost 4: a constant,
+# so the test needs neither the crypt module (gone in Python 3.13) nor apache2-utils.
+HTPASSWD = "ci:$2b$04$SRN3pjfobVNee3h6HMReOuA87sYfR6GXFyxPSOBjE6bF9ZvxEf0/G\n"
+
+
+def test_push_failures_are_explained(containers: Containers, tmp_path: Path) -> None:
+    """Real podman pushes that fail: a registry that wants a login (htpasswd auth), the
+    same plain-HTTP registry without --insecure, and a port nobody listens on. Each
+    message says what to do."""
+    (tmp_path / "htpasswd").write_text(HTPASSWD)
+    registry = f"127.0.0.1:{_free_port()}"
+    (tmp_path / "auth.yml").write_text(
+        "version: 0.1\nlog: {level: warn}\n"
+        f"storage: {{filesystem: {{rootdirectory: {tmp_path}/data}}}}\n"
+        f"http: {{addr: {registry}}}\n"
+        f"auth: {{htpasswd: {{realm: ci, path: {tmp_path}/htpasswd}}}}\n"
+    )
+    reg = subprocess.Popen(["docker-registry", "serve", str(tmp_path / "auth.yml")], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    image = f"{registry}/locked:ci"
+    nobody = f"127.0.0.1:{_free_port()}/gone:ci"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"http://{registry}/v2/", timeout=1).status_code == 401:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the htpasswd registry did not start")
+        # With the right password the registry takes the push: the refusal below is about the login.
+        auth = httpx.get(f"http://{registry}/v2/", auth=("ci", "pw"), timeout=5)
+        assert auth.status_code == 200, auth.text
+        containers.run("podman", "tag", BASE_TAG, image)
+        containers.run("podman", "tag", BASE_TAG, nobody)
+
+        proc = containers.cogkit("push", image, "--no-build", "--insecure", cwd=tmp_path, timeout=120)
+        assert proc.returncode == 1
+        assert f"push of {image} refused by {registry}: authentication required" in proc.stderr, proc.stderr
+        assert f"podman login {registry}" in proc.stderr
+
+        proc = containers.cogkit("push", image, "--no-build", cwd=tmp_path, timeout=120)
+        assert proc.returncode == 1
+        assert f"{registry} does not speak verified HTTPS. For a local plain-HTTP registry, pass --insecure" \
+            in proc.stderr, proc.stderr
+
+        proc = containers.cogkit("push", nobody, "--no-build", "--insecure", cwd=tmp_path, timeout=120)
+        assert proc.returncode == 1
+        assert f"push of {nobody} failed: cannot reach the registry {nobody.split('/')[0]}" in proc.stderr, proc.stderr
+    finally:
+        containers.run("podman", "rmi", image, nobody, check=False)
+        _stop(reg)
