@@ -10,11 +10,12 @@ import re
 import sys
 from typing import TextIO
 
-_LINE = re.compile(r"^\[progress\] (?P<label>[^:]+): (?P<done>\d+)/(?P<total>\d+)\s*$")
+# An optional detail after the count (``loss=0.0412``) is shown beside the bar.
+_LINE = re.compile(r"^\[progress\] (?P<label>[^:]+): (?P<done>\d+)/(?P<total>\d+)(?:[ \t]+(?P<detail>\S[^\n]*?))?\s*$")
 
 
-def format_progress(label: str, done: int, total: int) -> str:
-    return f"[progress] {label}: {done}/{total}"
+def format_progress(label: str, done: int, total: int, detail: str = "") -> str:
+    return f"[progress] {label}: {done}/{total}" + (f" {detail}" if detail else "")
 
 
 def parse_progress(line: str) -> tuple[str, int, int] | None:
@@ -25,7 +26,13 @@ def parse_progress(line: str) -> tuple[str, int, int] | None:
     return m["label"], int(m["done"]), int(m["total"])
 
 
-def report(label: str, done: int, total: int, stream: TextIO | None = None) -> None:
+def progress_detail(line: str) -> str:
+    """The detail a progress line carries after its count (``loss=0.0412``), or ""."""
+    m = _LINE.match(line.strip())
+    return (m["detail"] or "") if m else ""
+
+
+def report(label: str, done: int, total: int, stream: TextIO | None = None, detail: str = "") -> None:
     out = stream or sys.stderr
-    out.write(format_progress(label, done, total) + "\n")
+    out.write(format_progress(label, done, total, detail) + "\n")
     out.flush()

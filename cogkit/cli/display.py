@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from cogkit.progress import parse_progress
+from cogkit.progress import parse_progress, progress_detail
 
 
 class Display:
@@ -22,7 +22,9 @@ class Display:
         self._partial = ""
         if self.live:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+            )
 
             self._progress = Progress(
                 SpinnerColumn(),
@@ -30,6 +32,8 @@ class Display:
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[detail]}"),
                 console=Console(stderr=True),
                 transient=True,
             )
@@ -39,7 +43,7 @@ class Display:
         if not self.live:
             return
         if self._phase_task is None:
-            self._phase_task = self._progress.add_task(text, total=None)
+            self._phase_task = self._progress.add_task(text, total=None, detail="")
         else:
             self._progress.update(self._phase_task, description=text)
 
@@ -57,8 +61,8 @@ class Display:
             label, done, total = prog
             task = self._bars.get(label)
             if task is None:
-                task = self._bars[label] = self._progress.add_task(label, total=total)
-            self._progress.update(task, completed=done, total=total)
+                task = self._bars[label] = self._progress.add_task(label, total=total, detail="")
+            self._progress.update(task, completed=done, total=total, detail=progress_detail(line))
             return
         if self.live:
             self._progress.console.print(line, markup=False, highlight=False, soft_wrap=True)

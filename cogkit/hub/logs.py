@@ -5,7 +5,7 @@ before the last newline never changes as more logs arrive."""
 
 from __future__ import annotations
 
-from cogkit.progress import parse_progress
+from cogkit.progress import parse_progress, progress_detail
 
 
 def _tqdm(line: str) -> str:
@@ -14,7 +14,8 @@ def _tqdm(line: str) -> str:
         return line
     label, done, total = parsed
     pct = 100 * done // total if total else 100
-    return f"{pct:3d}%|{'#' * (pct // 10):<10}| {done}/{total} [{label}]"
+    detail = progress_detail(line)  # tqdm puts a postfix after the bracket's last comma
+    return f"{pct:3d}%|{'#' * (pct // 10):<10}| {done}/{total} [{label}" + (f", {detail}]" if detail else "]")
 
 
 def for_clients(logs: str) -> str:
