@@ -357,8 +357,8 @@ def predictor_ref(mode: str = "predict", project_dir: str | os.PathLike[str] = "
     cfg = config or load_config(project_dir)
     ref = cfg.train if mode == "train" else cfg.predict
     if not ref:
-        key = "train" if mode == "train" else "run"
-        raise ConfigError(f"{cfg.path}: no '{key}:' key, so there is nothing to {mode} (add e.g. {key}: \"predict.py:Predictor\")")
+        key, example = ("train", "train.py:train") if mode == "train" else ("run", "predict.py:Predictor")
+        raise ConfigError(f"{cfg.path}: no '{key}:' key, so there is nothing to {mode} (add e.g. {key}: \"{example}\")")
     return ref
 
 

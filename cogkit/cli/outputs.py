@@ -1,20 +1,39 @@
-"""Write a finished prediction's output the way Cog's CLI does.
+"""Write a finished prediction's (or training's) output the way Cog's CLI does.
 
 A single file goes to ``output.<ext>`` (or ``-o``), a list of files to
 ``output.0.<ext>``, ``output.1.<ext>``...; text is printed; anything else is
 printed as indented JSON, with files nested in it written beside and named by
-their field (``output.file.txt``).
+their field (``output.file.txt``). ``cogkit train`` names them ``weights``
+instead of ``output`` (Cog: ``cog train -o`` defaults to ``weights``).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cogkit.files import extension_for, guess_mime, safe_filename
 from cogkit.worker.protocol import FileOutput
+
+
+@dataclass(frozen=True)
+class Mode:
+    """What differs between ``cogkit predict`` and ``cogkit train``."""
+
+    name: str  # the worker/schema mode: "predict" or "train"
+    noun: str  # in messages: "prediction failed with status ..."
+    runner: str  # what cog.yaml names: "predictor" / "trainer"
+    default_output: str | None  # -o when none is given (None: output.<ext>, text printed)
+    output_component: str  # the output's schema component
+
+
+MODES = {
+    "predict": Mode("predict", "prediction", "predictor", None, "Output"),
+    "train": Mode("train", "training", "trainer", "weights", "TrainingOutput"),
+}
 
 
 def _ext_of(path: str) -> str:
@@ -80,10 +99,13 @@ def write_files(value: Any, base: str | None) -> tuple[Any, list[Path]]:
 
 
 def render(
-    value: Any, base: str | None, already_streamed: bool, concatenate: bool = False
+    value: Any, base: str | None, already_streamed: bool, concatenate: bool = False, text_to_file: bool | None = None
 ) -> tuple[str | None, list[Path]]:
     """(text to print on stdout, files written) for a final output. ``concatenate``:
-    the output is a ConcatenateIterator's items, shown joined into one text."""
+    the output is a ConcatenateIterator's items, shown joined into one text.
+    ``text_to_file``: write text and JSON to ``base`` too (default: when ``base`` is
+    given; ``cogkit train`` names files after its default ``weights`` but prints text
+    unless ``-o`` was given)."""
     if value is None:
         return None, []
     if concatenate and isinstance(value, list) and all(isinstance(x, str) for x in value):
@@ -98,7 +120,9 @@ def render(
     if already_streamed:
         return None, []
     text = value if isinstance(value, str) else json.dumps(value, indent=2)
-    if base is not None:
+    if text_to_file is None:
+        text_to_file = base is not None
+    if text_to_file:
         dest = _target(base, ".txt" if isinstance(value, str) else ".json")
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(text if text.endswith("\n") else text + "\n")

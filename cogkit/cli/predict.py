@@ -3,6 +3,10 @@
 Runs the project's predictor in a worker process (no HTTP, no Docker), checks the
 inputs against its schema while setup() is still running, shows setup and
 progress, streams text outputs live and writes files as Cog does.
+
+``cogkit train`` (cli/train.py) is the same run with ``args.mode == "train"``: the
+``train:`` entry, TrainingInput/TrainingOutput, "training" in messages and files
+named ``weights`` (cli/outputs.py ``MODES``).
 """
 
 from __future__ import annotations
@@ -30,25 +34,40 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run one prediction on the project's model",
         description="Run one prediction on the predictor named in cog.yaml (run:/predict:).",
     )
+    add_arguments(p, "predict")
+    p.add_argument("--train", action="store_true", help="deprecated: use `cogkit train`")
+    p.set_defaults(handler=run, mode="predict")
+
+
+def add_arguments(p: argparse.ArgumentParser, mode: str) -> None:
+    """The flags ``cogkit predict`` and ``cogkit train`` share."""
+    what = "trainer" if mode == "train" else "predictor"
     p.add_argument("-i", "--input", action="append", default=[], metavar="NAME=VALUE",
                    help="an input; NAME=@path reads a file; repeat for lists")
     p.add_argument("--json", metavar="JSON", help="all inputs as a JSON object, @file.json, or - for stdin")
-    p.add_argument("-o", "--output", metavar="PATH", help="where to write the output (file or folder)")
+    if mode == "train":
+        p.add_argument("-o", "--output", metavar="PATH",
+                       help='where to write the output (file or folder; default "weights": a file goes to weights.<ext>)')
+    else:
+        p.add_argument("-o", "--output", metavar="PATH", help="where to write the output (file or folder)")
     p.add_argument("-e", "--env", action="append", default=[], metavar="NAME=VALUE",
-                   help="environment variable for the predictor")
+                   help=f"environment variable for the {what}")
     p.add_argument("--weights", help="weights passed to setup(weights=...) (default: $COG_WEIGHTS)")
     p.add_argument("--setup-timeout", type=float, default=300.0,
                    help="seconds to wait for setup() (0 = no limit; default 300)")
     p.add_argument("-f", "--file", default="cog.yaml", help="path to cog.yaml (default: ./cog.yaml)")
-    p.add_argument("--image", help="run this built image (podman/docker) instead of the local environment")
-    p.add_argument("--train", action="store_true", help="run the train: entry point instead of predict")
-    p.set_defaults(handler=run)
+    if mode == "predict":  # (an image's server runs in predict mode: see cli/predict_image.py)
+        p.add_argument("--image", help="run this built image (podman/docker) instead of the local environment")
 
 
 def run(args: argparse.Namespace) -> int:
+    """``cogkit predict`` and ``cogkit train`` (``args.mode``)."""
+    if getattr(args, "train", False):
+        print('warning: "cogkit predict --train" is deprecated; use "cogkit train"', file=sys.stderr)
+        args.mode = "train"
     if args.json is not None and args.input:
         raise CogkitError("use either -i or --json, not both")
-    if args.image:
+    if getattr(args, "image", None):
         from cogkit.cli.predict_image import run_image
 
         return run_image(args)
@@ -100,17 +119,19 @@ async def _wait_setup(worker: Any, display: Any) -> Any:
 async def _run_local(args: argparse.Namespace) -> int:
     from cogkit.cli.display import Display
     from cogkit.cli.inputs import env_flags, print_problems
+    from cogkit.cli.outputs import MODES
     from cogkit.config import load_config, predictor_ref
     from cogkit.validation import InputValidator
     from cogkit.worker.client import Worker
 
-    mode = "train" if args.train else "predict"
+    mode = args.mode
+    words = MODES[mode]
     cfg = load_config(args.file)
     ref = predictor_ref(mode, cfg.project_dir, cfg)
     env = {**cfg.environment, **env_flags(args.env)}
     weights = args.weights if args.weights is not None else os.environ.get("COG_WEIGHTS")
     display = Display()
-    display.phase("Loading predictor")
+    display.phase(f"Loading {words.runner}")
     worker = Worker(
         ref,
         project_dir=str(cfg.project_dir),
@@ -134,7 +155,7 @@ async def _run_local(args: argparse.Namespace) -> int:
         if worker.loaded is None:
             setup = await _wait_setup(worker, display)
             display.close()
-            raise CogkitError(f"could not load the predictor {ref!r}: {setup.error}")
+            raise CogkitError(f"could not load the {words.runner} {ref!r}: {setup.error}")
         schema = worker.loaded.schema
         values = _collect_inputs(args, schema, mode)
         from cogkit.cli.inputs import for_validation
@@ -152,7 +173,7 @@ async def _run_local(args: argparse.Namespace) -> int:
         from cogkit.files import prepare_inputs
 
         prepared = await prepare_inputs(_localise_files(values, workdir), schema, workdir, mode)
-        display.phase("Running prediction")
+        display.phase(f"Running {words.noun}")
         return await _predict(worker, prepared, schema, args, display)
     finally:
         display.close()
@@ -161,13 +182,16 @@ async def _run_local(args: argparse.Namespace) -> int:
 
 
 async def _predict(worker: Any, inputs: dict[str, Any], schema: dict[str, Any], args: argparse.Namespace, display: Any) -> int:
-    from cogkit.cli.outputs import remove_owned, render
+    from cogkit.cli.outputs import MODES, remove_owned, render
     from cogkit.scope import MetricRecorder
     from cogkit.scope import nest_metrics
     from cogkit.worker import protocol as p
 
-    mode = "train" if args.train else "predict"
-    out_schema = schema["components"]["schemas"]["TrainingOutput" if mode == "train" else "Output"]
+    words = MODES[args.mode]
+    out_schema = schema["components"]["schemas"][words.output_component]
+    # Files go to -o, else to output.<ext> (train: weights.<ext>); text and JSON are
+    # printed unless -o was given.
+    base = args.output if args.output is not None else words.default_output
     iterator = out_schema.get("x-cog-array-type") == "iterator"
     concatenate = out_schema.get("x-cog-array-display") == "concatenate"
     # Text items stream to stdout as they arrive, unless they go to a file (-o) or
@@ -192,7 +216,7 @@ async def _predict(worker: Any, inputs: dict[str, Any], schema: dict[str, Any], 
             worker.kill()
             return
         interrupted = True
-        print("\nCanceling the prediction (Ctrl-C again to quit)...", file=sys.stderr)
+        print(f"\nCanceling the {words.noun} (Ctrl-C again to quit)...", file=sys.stderr)
         asyncio.ensure_future(worker.cancel(pred_id))
 
     loop.add_signal_handler(signal.SIGINT, on_sigint)
@@ -223,12 +247,12 @@ async def _predict(worker: Any, inputs: dict[str, Any], schema: dict[str, Any], 
         sys.stdout.write("\n")
     output = items if iterator else getattr(terminal, "output", None)
     status = {p.Done: "succeeded", p.Failed: "failed", p.Canceled: "canceled"}.get(type(terminal), "failed")
-    error = getattr(terminal, "error", None) if terminal is not None else "the prediction ended without a result"
+    error = getattr(terminal, "error", None) if terminal is not None else f"the {words.noun} ended without a result"
     if args.json is not None:
         from cogkit.cli.outputs import write_files
 
         if status == "succeeded":
-            shown, _ = write_files(output, args.output)
+            shown, _ = write_files(output, base)
         else:
             shown = None
             remove_owned(output)
@@ -239,9 +263,11 @@ async def _predict(worker: Any, inputs: dict[str, Any], schema: dict[str, Any], 
         return 0 if status == "succeeded" else 1
     if status != "succeeded":
         remove_owned(output)
-        print(f'error: prediction failed with status "{status}"' + (f": {error}" if error else ""), file=sys.stderr)
+        print(f'error: {words.noun} failed with status "{status}"' + (f": {error}" if error else ""), file=sys.stderr)
         return 130 if interrupted and status == "canceled" else 1
-    text, written = render(output, args.output, already_streamed=streamed, concatenate=concatenate)
+    text, written = render(
+        output, base, already_streamed=streamed, concatenate=concatenate, text_to_file=args.output is not None
+    )
     if output is None or (iterator and not items):
         print("warning: no output generated", file=sys.stderr)
     if text is not None:

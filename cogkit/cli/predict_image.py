@@ -1,4 +1,5 @@
-"""``cogkit predict --image IMAGE``: one prediction against a built image.
+"""``cogkit predict --image IMAGE`` (and ``cogkit train --image``): one prediction or
+training against a built image.
 
 The image runs its own server (podman or docker, host network); inputs are checked
 against the schema it serves, sent over HTTP, and the data-URL outputs that come
@@ -52,10 +53,11 @@ def run_image(args: argparse.Namespace) -> int:
         print_problems,
         print_validation_errors,
     )
-    from cogkit.cli.outputs import render
+    from cogkit.cli.outputs import MODES, render
     from cogkit.validation import InputValidator
 
-    mode = "train" if args.train else "predict"
+    mode = args.mode
+    words = MODES[mode]
     env = env_flags(args.env)
     weights = args.weights if args.weights is not None else os.environ.get("COG_WEIGHTS")
     if weights:
@@ -81,13 +83,17 @@ def run_image(args: argparse.Namespace) -> int:
         print(json.dumps(body, indent=2))
         return 0 if status == "succeeded" else 1
     if status != "succeeded":
-        print(f'error: prediction failed with status "{status}": {body.get("error")}', file=sys.stderr)
+        print(f'error: {words.noun} failed with status "{status}": {body.get("error")}', file=sys.stderr)
         return 1
-    out_schema = schema["components"]["schemas"]["TrainingOutput" if mode == "train" else "Output"]
+    out_schema = schema["components"]["schemas"][words.output_component]
     concatenate = out_schema.get("x-cog-array-display") == "concatenate"
     with tempfile.TemporaryDirectory(prefix="cogkit-image-out-") as tmpdir:
         text, written = render(
-            _files_from_data_urls(output, out_schema, tmpdir), args.output, already_streamed=False, concatenate=concatenate
+            _files_from_data_urls(output, out_schema, tmpdir),
+            args.output if args.output is not None else words.default_output,
+            already_streamed=False,
+            concatenate=concatenate,
+            text_to_file=args.output is not None,
         )
     if text is not None:
         print(text)
