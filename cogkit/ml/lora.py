@@ -1,7 +1,7 @@
 """Where a LoRA comes from, and what it is: shared by the image models (SDXL, FLUX).
 
-* ``resolve_lora_file(spec)``: a local file or folder, an http(s) URL (a .safetensors
-  file or a tar holding one; downloaded once into the weights cache, see
+* ``resolve_lora_file(spec)``: a local file, tar or folder, an http(s) URL (a .safetensors
+  file or a tar holding one, such as a trainer's ``trained_model.tar``; downloaded once into the weights cache, see
   cogkit.ml.weights), a Hugging Face repo (``owner/name``,
   ``huggingface.co/owner/name[/file.safetensors]``) -> one local ``.safetensors`` file.
   A folder holding several picks ``pytorch_lora_weights.safetensors`` or
@@ -51,7 +51,7 @@ def _pick_file(folder: pathlib.Path, wanted: str | None = None) -> pathlib.Path:
 
 
 def resolve_lora_file(spec: str) -> pathlib.Path:
-    from cogkit.ml.weights import WeightsError, hf_snapshot, resolve_weights
+    from cogkit.ml.weights import WeightsError, extract_local_tar, hf_snapshot, is_tar, resolve_weights
 
     spec = spec.strip()
     if not spec:
@@ -62,6 +62,8 @@ def resolve_lora_file(spec: str) -> pathlib.Path:
             folder = hf_snapshot(hf.group(1), allow_patterns=["*.safetensors"])
             return _pick_file(folder, hf.group(2))
         path = resolve_weights(spec)
+        if path.is_file() and is_tar(path.name):  # e.g. a trainer's trained_model.tar
+            path = extract_local_tar(path)
     except WeightsError as exc:
         raise LoraError("lora_weights: " + str(exc).removeprefix("weights: ")) from None
     if path.is_dir():

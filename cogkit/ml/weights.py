@@ -4,7 +4,8 @@
 the ``setup(weights)`` argument, the COG_WEIGHTS environment variable, then the
 model's default, each being one of:
 
-* a local file or folder: used in place;
+* a local file or folder: used in place (``extract_local_tar`` unpacks a local
+  tar once into the cache, for callers that want its contents);
 * an http(s) URL to a ``.tar`` (extracted), ``.tar.gz``/``.tgz`` or a single file
   (``.safetensors`` and others): downloaded once into the cache, in parallel
   ranged chunks with progress lines, size-checked, sha256-checked when the URL
@@ -169,7 +170,7 @@ def _filename(url: str) -> str:
     return urllib.parse.unquote(name) or "weights"
 
 
-def _is_tar(name: str) -> bool:
+def is_tar(name: str) -> bool:
     return name.endswith((".tar", ".tar.gz", ".tgz"))
 
 
@@ -208,7 +209,7 @@ def download_url(
             digest = _sha256_file(tmp / name)
             if digest != sha256:
                 raise WeightsError(f"weights: sha256 mismatch for {_redact(base)}: expected {sha256}, got {digest}")
-        if _is_tar(name):
+        if is_tar(name):
             relative = _extract(tmp / name, tmp / "contents")
             (tmp / name).unlink()
         else:
@@ -216,6 +217,36 @@ def download_url(
                 check_safetensors(tmp / name)
             relative = name
         (tmp / _MARKER).write_text(json.dumps({"url": _redact(base), "path": relative, "bytes": size}))
+        try:
+            os.rename(tmp, dest)
+        except OSError:  # another process finished first: use its copy
+            if _cached(dest) is None:
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    result = _cached(dest)
+    assert result is not None
+    return result
+
+
+def extract_local_tar(archive: pathlib.Path, cache_dir: str | os.PathLike[str] | None = None) -> pathlib.Path:
+    """A local ``.tar``/``.tar.gz`` extracted once into the cache (keyed by its path,
+    size and mtime, so a rewritten archive is extracted again); returns the folder."""
+    st = archive.stat()
+    cache = pathlib.Path(cache_dir or default_cache_dir())
+    dest = cache / _cache_key(f"{archive.resolve()}:{st.st_size}:{st.st_mtime_ns}")
+    hit = _cached(dest)
+    if hit is not None:
+        return hit
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = cache / f"{dest.name}.part-{os.getpid()}-{threading.get_ident()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        relative = _extract(archive, tmp / "contents")
+        (tmp / _MARKER).write_text(json.dumps({"path": relative, "source": str(archive)}))
         try:
             os.rename(tmp, dest)
         except OSError:  # another process finished first: use its copy

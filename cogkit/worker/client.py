@@ -405,6 +405,8 @@ class Worker:
             self._begin_setup()
         env = self._child_env()
         weights = self.weights if self.weights is not None else env.get("COG_WEIGHTS")
+        if weights:  # a train()/predict() function has no setup(weights=): it reads the variable
+            env["COG_WEIGHTS"] = weights
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             proc = await asyncio.create_subprocess_exec(

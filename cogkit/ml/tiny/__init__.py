@@ -17,4 +17,6 @@ Modules (each imports torch/diffusers/transformers only inside its builders):
 * ``photomaker``: ``build_photomaker_weights(dir)``, ``build_photomaker_checkpoint``,
   ``id_encoder_state(gen)``, ``lora_state(unet, gen)``.
 * ``llama``: ``build_tiny_llama(dir)``, ``build_tokenizer()``.
+* ``photos``: ``build_photo_archive(file, n)``, a zip/tar of small pictures of one
+  subject (some captioned) for the LoRA trainers.
 """
