@@ -16,6 +16,7 @@ Every error is a ``LoraError`` (an InputError) whose message starts with ``lora_
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import pathlib
 import re
@@ -87,3 +88,35 @@ def content_hash(path: pathlib.Path) -> str:
 
 def adapter_name(path: pathlib.Path) -> str:
     return "lora_" + content_hash(path)[:16]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedLora:
+    """A trainer's trained_model.tar (cogkit.ml.lora_train) given as a model's weights."""
+
+    file: pathlib.Path         # its lora.safetensors
+    base: str | None           # the base weights it was trained on (a path or Hugging Face id)
+    model: str                 # "flux", "sdxl"
+
+
+def trained_lora(root: pathlib.Path, model: str) -> TrainedLora | None:
+    """``root`` (resolved weights: a folder, or a local tar) as a trained LoRA of
+    ``model``, or None when it is ordinary weights. Replicate's fine-tuning flow runs
+    the trained version with the training's output as its weights, so a predictor
+    handed one loads the base model and applies the LoRA by default."""
+    import json
+
+    from cogkit.ml.weights import extract_local_tar, is_tar
+
+    if root.is_file() and is_tar(root.name):
+        root = extract_local_tar(root)
+    config, lora = root / "config.json", root / "lora.safetensors"
+    if not (root.is_dir() and config.is_file() and lora.is_file()) or (root / "model_index.json").exists():
+        return None
+    try:
+        info = json.loads(config.read_text())
+    except ValueError:
+        return None
+    if info.get("model") != model:
+        raise LoraError(f"weights: {root} holds a LoRA trained for {info.get('model')!r}, not {model!r}")
+    return TrainedLora(file=lora, base=info.get("base_weights"), model=model)

@@ -94,8 +94,9 @@ class LoraModel:
     target_modules: Sequence[str] = ()
     adapter = "cogkit_train"
 
-    def __init__(self, pipe: Any, plan: Any) -> None:
+    def __init__(self, pipe: Any, plan: Any, base_weights: str | None = None) -> None:
         self.pipe, self.plan = pipe, plan
+        self.base_weights = base_weights  # recorded, so the trained tar can be run as weights alone
 
     @property
     def denoiser(self) -> Any:
@@ -385,9 +386,17 @@ def fine_tune(
         "lora_alpha": settings.lora_rank, "target_modules": list(model.target_modules),
         "learning_rate": settings.learning_rate, "batch_size": settings.batch_size,
         "resolution": settings.resolution, "seed": settings.seed, "caption_dropout": settings.caption_dropout,
-        "images": len(examples), **model.describe(), **config,
+        "images": len(examples), "base_weights": model.base_weights, **model.describe(), **config,
     }
     return train_lora(model, examples, settings, config)
+
+
+def base_weights_source(default: str) -> str:
+    """What a trainer was given as base weights (COG_WEIGHTS, else the model's default),
+    local paths made absolute, as config.json records it."""
+    source = os.environ.get("COG_WEIGHTS", "").strip() or default
+    local = pathlib.Path(os.path.expanduser(source))
+    return str(local.resolve()) if local.exists() else source
 
 
 def training_plan() -> Any:

@@ -53,6 +53,7 @@ from cogkit.ml.device import DevicePlan, apply_speedups, configure_vae, plan_dev
 from cogkit.ml.env import env_flag
 from cogkit.ml.errors import InputError
 from cogkit.ml.logs import log
+from cogkit.ml.lora import trained_lora
 from cogkit.ml.outputs import save_images
 from cogkit.ml.progress import DenoiseProgress, quiet_libraries, quiet_pipeline
 from cogkit.ml.safety import filter_nsfw, load_safety_checker
@@ -183,8 +184,14 @@ class FluxEngine:
         quiet_libraries()
         self.plan = plan or plan_device()
         self.root: pathlib.Path | None = None
+        self.default_lora: str | None = None  # used when a request names no lora_weights
         if pipe is None:
             self.root = resolve_weights(weights, default=DEFAULT_WEIGHTS, allow_patterns=HUB_PATTERNS)
+            trained = trained_lora(self.root, "flux")
+            if trained is not None:  # a fine-tuned version: its base, with the LoRA on by default
+                self.default_lora = str(trained.file)
+                log(f"[flux] weights are a trained LoRA ({trained.file}); base: {trained.base or DEFAULT_WEIGHTS}")
+                self.root = resolve_weights(trained.base or DEFAULT_WEIGHTS, allow_patterns=HUB_PATTERNS)
             pipe = load_pipeline(self.root, self.plan)
             log(f"[flux] pipeline loaded from {self.root} in {time.perf_counter() - t0:.2f}s")
         self.pipe = quiet_pipeline(pipe)
@@ -356,7 +363,7 @@ class FluxEngine:
         """Run one request; returns PIL images (no safety check, nothing written)."""
         prepared = self.prepare(req)
         kind, args = prepared["kind"], prepared["args"]
-        self.loras.activate(req.lora_weights, req.lora_scale)  # a LoraError is an InputError
+        self.loras.activate(req.lora_weights or self.default_lora, req.lora_scale)  # a LoraError is an InputError
         fast = bool(req.go_fast and self.fast is not None)
         if req.go_fast and self.fast is None and not quiet:
             log("[flux] go_fast: not available in this setup; running the bf16 path")
@@ -373,7 +380,7 @@ class FluxEngine:
                 + (f", guidance {args['guidance_scale']:g}" if self.variant.default_guidance is not None else "")
                 + (f", strength {args['strength']:g}" if "strength" in args else "")
                 + (", go_fast" if fast else ", bf16" if self.plan.dtype == torch.bfloat16 else "")
-                + (f", LoRA x {req.lora_scale:g}" if req.lora_weights else ""))
+                + (f", LoRA x {req.lora_scale:g}" if req.lora_weights or self.default_lora else ""))
         with torch.inference_mode():
             out = pipe(
                 prompt_embeds=embeds.repeat(n, 1, 1),

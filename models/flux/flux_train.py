@@ -32,8 +32,8 @@ class FluxLora(LoraModel):
     name = "flux"
     target_modules = TARGET_MODULES
 
-    def __init__(self, pipe: Any, plan: DevicePlan, variant: Any) -> None:
-        super().__init__(pipe, plan)
+    def __init__(self, pipe: Any, plan: DevicePlan, variant: Any, base_weights: str | None = None) -> None:
+        super().__init__(pipe, plan, base_weights)
         self.variant = variant  # flux_engine.Variant: schnell or dev
         self.max_sequence_length = variant.max_sequence_length
         self.guidance = bool(pipe.transformer.config.get("guidance_embeds"))

@@ -33,7 +33,7 @@ def _load() -> object:
     from flux_train import FluxLora
 
     from cogkit.ml.logs import log
-    from cogkit.ml.lora_train import training_plan
+    from cogkit.ml.lora_train import base_weights_source, training_plan
     from cogkit.ml.progress import quiet_libraries
     from cogkit.ml.weights import resolve_weights
 
@@ -49,7 +49,7 @@ def _load() -> object:
                 module.requires_grad_(False)
         variant = VARIANTS[detect_variant(dict(pipe.transformer.config))]
         log(f"[flux] {variant.title} loaded from {root} in {time.perf_counter() - t0:.2f}s ({plan.summary()})")
-        _loaded[str(root)] = FluxLora(pipe, plan, variant)
+        _loaded[str(root)] = FluxLora(pipe, plan, variant, base_weights_source(DEFAULT_WEIGHTS))
     return _loaded[str(root)]
 
 

@@ -46,7 +46,7 @@ from cogkit.ml.device import apply_speedups, configure_vae, plan_device
 from cogkit.ml.env import env_flag
 from cogkit.ml.errors import InputError
 from cogkit.ml.logs import log
-from cogkit.ml.lora import adapter_name, resolve_lora_file
+from cogkit.ml.lora import adapter_name, resolve_lora_file, trained_lora
 from cogkit.ml.progress import DenoiseProgress, quiet_libraries, quiet_pipeline
 from cogkit.ml.safety import filter_nsfw, load_safety_checker
 from cogkit.ml.schedulers import make_scheduler
@@ -155,6 +155,12 @@ class SDXLEngine:
 
         self.plan = plan_device()
         self.root = resolve_weights(weights, default=DEFAULT_WEIGHTS, one_copy=True)
+        self.default_lora: str | None = None  # used when a request names no lora_weights
+        trained = trained_lora(self.root, "sdxl")
+        if trained is not None:  # a fine-tuned version: its base, with the LoRA on by default
+            self.default_lora = str(trained.file)
+            log(f"[sdxl] weights are a trained LoRA ({trained.file}); base: {trained.base or DEFAULT_WEIGHTS}")
+            self.root = resolve_weights(trained.base or DEFAULT_WEIGHTS, one_copy=True)
         if not (self.root / "model_index.json").is_file():
             raise WeightsError(f"weights: {self.root} is not a diffusers SDXL folder (no model_index.json)")
         self.base = quiet_pipeline(
@@ -449,7 +455,7 @@ class SDXLEngine:
             raise InputError("refine: expert_ensemble_refiner is not available for ControlNet img2img; use base_image_refiner")
         args = {k: v for k, v in args.items() if k in accepted}  # img2img takes its size from the image
         lcm = mode == "lcm" and self.weights_mode != "lcm"
-        self.set_loras(req.lora_weights, req.lora_scale, lcm)
+        self.set_loras(req.lora_weights or self.default_lora, req.lora_scale, lcm)
         sched_name = "LCM" if mode == "lcm" else req.scheduler
         pipe.scheduler = self.scheduler(sched_name, trailing=mode in ("turbo", "lightning"))
         pipe.watermark = self.watermarker if req.apply_watermark else None

@@ -30,10 +30,10 @@ class SdxlLora(LoraModel):
     name = "sdxl"
     target_modules = TARGET_MODULES
 
-    def __init__(self, pipe: Any, plan: DevicePlan) -> None:
+    def __init__(self, pipe: Any, plan: DevicePlan, base_weights: str | None = None) -> None:
         from diffusers import DDPMScheduler
 
-        super().__init__(pipe, plan)
+        super().__init__(pipe, plan, base_weights)
         self.noise = DDPMScheduler.from_config(pipe.scheduler.config)
         self.prediction = self.noise.config.prediction_type
 

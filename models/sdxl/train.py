@@ -34,7 +34,7 @@ def _load() -> object:
     from sdxl_train import SdxlLora
 
     from cogkit.ml.logs import log
-    from cogkit.ml.lora_train import training_plan
+    from cogkit.ml.lora_train import base_weights_source, training_plan
     from cogkit.ml.progress import quiet_libraries
     from cogkit.ml.weights import WeightsError, diffusers_variant, resolve_weights
 
@@ -52,7 +52,7 @@ def _load() -> object:
             if isinstance(module, torch.nn.Module):
                 module.requires_grad_(False)
         log(f"[sdxl] base model loaded from {root} in {time.perf_counter() - t0:.2f}s ({plan.summary()})")
-        _loaded[str(root)] = SdxlLora(pipe, plan)
+        _loaded[str(root)] = SdxlLora(pipe, plan, base_weights_source(DEFAULT_WEIGHTS))
     return _loaded[str(root)]
 
 

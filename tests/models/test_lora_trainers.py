@@ -124,3 +124,20 @@ def test_bad_input_fails_before_the_model_loads(trainer, photos, tmp_path) -> No
     with pytest.raises(InputError, match="input_images: images must be at least 512 px"):
         short_training(trainer, photos, resolution=1024)
     assert trainer._loaded == {}  # nothing was loaded for them
+
+
+def test_the_tar_as_weights_is_the_base_with_the_lora_on(model, trained, base_weights, predict_image) -> None:
+    """Replicate's fine-tuning flow: the trained version runs with the training's output
+    as its weights; the predictor then loads the recorded base and applies the LoRA."""
+    assert config(trained)["base_weights"] == str(base_weights.resolve())
+    if model == "flux":
+        from flux_engine import FluxEngine, Request
+
+        engine = FluxEngine(trained)
+        [img] = engine.generate(Request("zxqvbn", megapixels="0.25", seed=5, go_fast=False))
+    else:
+        from sdxl_engine import Request, SDXLEngine
+
+        [img] = SDXLEngine(trained).run(Request(prompt="zxqvbn", width=64, height=64, seed=5, num_inference_steps=4))
+    expected = predict_image(lora_weights=str(trained), **({"lora_scale": 0.6} if model == "sdxl" else {}))
+    assert np.array_equal(np.asarray(img), np.asarray(expected))
