@@ -3,8 +3,9 @@
 A single file goes to ``output.<ext>`` (or ``-o``), a list of files to
 ``output.0.<ext>``, ``output.1.<ext>``...; text is printed; anything else is
 printed as indented JSON, with files nested in it written beside and named by
-their field (``output.file.txt``). ``cogkit train`` names them ``weights``
-instead of ``output`` (Cog: ``cog train -o`` defaults to ``weights``).
+their field (``output.file.txt``; a field named like the stem is not repeated, so a
+TrainingOutput's ``weights`` goes to ``weights.tar``). ``cogkit train`` names them
+``weights`` instead of ``output`` (Cog: ``cog train -o`` defaults to ``weights``).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def _target(base: str | None, ext: str, index: int | None = None, key: str | Non
         else:
             stem, folder, base_ext = p.stem if p.suffix else p.name, p.parent, p.suffix
     suffix = ""
-    if key is not None:
+    if key is not None and key != stem:  # a TrainingOutput's "weights" field -> weights.tar, not weights.weights.tar
         suffix += f".{key}"
     if index is not None:
         suffix += f".{index}"

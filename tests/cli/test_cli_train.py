@@ -31,9 +31,9 @@ def test_training_output_fields_match_the_servers_and_files_are_written_beside(t
     r = cogkit(d, "train", "-i", "steps=3", "-i", "optimizer=sgd")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)  # the TrainingOutput's fields as indented JSON, nothing else on stdout
-    assert out == {"weights": "weights.weights.tar", "final_loss": 0.125}
+    assert out == {"weights": "weights.tar", "final_loss": 0.125}
     assert _tar_text(d / out["weights"], "adapter.txt") == "base-v1 sgd 3\n"
-    assert "Written output to: weights.weights.tar" in r.stderr
+    assert "Written output to: weights.tar" in r.stderr
     assert "[progress] training: 3/3" in r.stderr  # progress lines reach stderr (a bar on a terminal)
 
     srv = ServerProcess(d, "--x-mode", "train", env={"COG_TRAIN_TYPE_STUB": "train.py:Trainer"})
@@ -57,8 +57,8 @@ def test_json_record_has_predicts_shape(tmp_path: Path) -> None:
     predicted = json.loads(cogkit(d, "predict", "--json", '{"prompt": "hi"}').stdout)
     assert list(record) == list(predicted) == ["status", "output", "error", "logs", "metrics"]
     assert record["status"] == "succeeded" and record["error"] is None
-    assert record["output"] == {"weights": "weights.weights.tar", "final_loss": 0.25}
-    assert (d / "weights.weights.tar").is_file()
+    assert record["output"] == {"weights": "weights.tar", "final_loss": 0.25}
+    assert (d / "weights.tar").is_file()
     assert "[progress] training: 2/2" in record["logs"] and record["metrics"]["predict_time"] > 0
 
 
