@@ -106,9 +106,11 @@ def trained_lora(root: pathlib.Path, model: str) -> TrainedLora | None:
     handed one loads the base model and applies the LoRA by default."""
     import json
 
-    from cogkit.ml.weights import extract_local_tar, is_tar
+    import tarfile
 
-    if root.is_file() and is_tar(root.name):
+    from cogkit.ml.weights import extract_local_tar
+
+    if root.is_file() and tarfile.is_tarfile(root):  # stored files (the hub's) may have no .tar name
         root = extract_local_tar(root)
     config, lora = root / "config.json", root / "lora.safetensors"
     if not (root.is_dir() and config.is_file() and lora.is_file()) or (root / "model_index.json").exists():
