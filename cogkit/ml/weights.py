@@ -21,6 +21,7 @@ Anything unreachable fails at once with a WeightsError saying what was tried.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import os
@@ -32,6 +33,7 @@ import tarfile
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterator
 from typing import Any
 
 from cogkit import progress as _progress
@@ -195,12 +197,8 @@ def download_url(
     if hit is not None:
         log(f"[weights] cache hit for {_redact(base)}: {hit}")
         return hit
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = cache / f"{dest.name}.part-{os.getpid()}-{threading.get_ident()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     name = _filename(base)
-    try:
+    with _staging(dest) as tmp:
         t0 = time.perf_counter()
         size = _fetch(base, tmp / name, workers=workers, chunk_size=chunk_size, timeout=timeout)
         elapsed = time.perf_counter() - t0
@@ -217,15 +215,6 @@ def download_url(
                 check_safetensors(tmp / name)
             relative = name
         (tmp / _MARKER).write_text(json.dumps({"url": _redact(base), "path": relative, "bytes": size}))
-        try:
-            os.rename(tmp, dest)
-        except OSError:  # another process finished first: use its copy
-            if _cached(dest) is None:
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     result = _cached(dest)
     assert result is not None
     return result
@@ -240,13 +229,25 @@ def extract_local_tar(archive: pathlib.Path, cache_dir: str | os.PathLike[str] |
     hit = _cached(dest)
     if hit is not None:
         return hit
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = cache / f"{dest.name}.part-{os.getpid()}-{threading.get_ident()}"
+    with _staging(dest) as tmp:
+        relative = _extract(archive, tmp / "contents")
+        (tmp / _MARKER).write_text(json.dumps({"path": relative, "source": str(archive)}))
+    result = _cached(dest)
+    assert result is not None
+    return result
+
+
+@contextlib.contextmanager
+def _staging(dest: pathlib.Path) -> Iterator[pathlib.Path]:
+    """A temp folder beside the cache entry ``dest`` that becomes ``dest`` when the block
+    succeeds, and is removed when it fails. Concurrent callers each fill their own;
+    the first to finish wins and the others use its copy."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f"{dest.name}.part-{os.getpid()}-{threading.get_ident()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        relative = _extract(archive, tmp / "contents")
-        (tmp / _MARKER).write_text(json.dumps({"path": relative, "source": str(archive)}))
+        yield tmp
         try:
             os.rename(tmp, dest)
         except OSError:  # another process finished first: use its copy
@@ -256,9 +257,6 @@ def extract_local_tar(archive: pathlib.Path, cache_dir: str | os.PathLike[str] |
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    result = _cached(dest)
-    assert result is not None
-    return result
 
 
 def _cached(dest: pathlib.Path) -> pathlib.Path | None:
