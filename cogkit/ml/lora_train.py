@@ -103,10 +103,27 @@ class LoraModel:
         """The module that gets the LoRA (FLUX's transformer, SDXL's UNet)."""
         raise NotImplementedError
 
-    def encode(self, examples: list[Example]) -> tuple[list[dict[str, Any]], Any]:
-        """(one cached item per example: a dict with at least "prompt", the prompt
-        item for an empty caption) -- latents and embeddings, computed once."""
+    def encode_prompt(self, text: str) -> Any:
+        """A caption's embeddings, as ``loss`` takes them in ``prompts``."""
         raise NotImplementedError
+
+    def encode_image(self, example: Example) -> dict[str, Any]:
+        """An example's cached tensors (at least "latents")."""
+        raise NotImplementedError
+
+    def encode(self, examples: list[Example]) -> tuple[list[dict[str, Any]], Any]:
+        """(one cached item per example, with its "prompt", the prompt item for an
+        empty caption): the frozen parts run once, each distinct caption once."""
+        prompts: dict[str, Any] = {}
+
+        def prompt(text: str) -> Any:
+            if text not in prompts:
+                prompts[text] = self.encode_prompt(text)
+            return prompts[text]
+
+        with torch.no_grad():
+            items = [{**self.encode_image(ex), "prompt": prompt(ex.caption)} for ex in examples]
+            return items, prompt("")
 
     def loss(self, items: list[dict[str, Any]], prompts: list[Any], generator: torch.Generator) -> torch.Tensor:
         """The mean denoising loss of one batch; noise and timesteps from ``generator``."""

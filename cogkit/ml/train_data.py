@@ -81,6 +81,13 @@ def _members(archive: pathlib.Path) -> Iterator[tuple[str, bytes]]:
         raise InputError(f"{FIELD}: not a readable zip or tar archive ({what}: {type(exc).__name__}: {exc})") from None
 
 
+def _split(name: str) -> tuple[str, str]:
+    """(the member's name without its extension, the extension lower-cased): a dot in
+    a folder name is not an extension."""
+    suffix = pathlib.PurePosixPath(name).suffix
+    return name[: len(name) - len(suffix)], suffix.lower()
+
+
 def default_caption(trigger_word: str) -> str:
     return f"a photo of {trigger_word}" if trigger_word else "a photo"
 
@@ -105,8 +112,7 @@ def load_images(
     images: dict[str, bytes] = {}
     captions: dict[str, str] = {}
     for name, data in _members(archive):
-        stem, suffix = name.rsplit(".", 1) if "." in name else (name, "")
-        suffix = "." + suffix.lower()
+        stem, suffix = _split(name)
         if suffix in IMAGE_SUFFIXES:
             images[name] = data
             if len(images) > MAX_IMAGES:
@@ -115,7 +121,7 @@ def load_images(
             captions[stem] = data.decode("utf-8", errors="replace").strip()
     if not images:
         raise InputError(f"{FIELD}: no images in the archive (expected .jpg, .jpeg, .png or .webp files)")
-    examples, small = [], []
+    examples, small, captioned = [], [], 0
     for name in sorted(images):
         try:
             img = open_image(io.BytesIO(images[name]), field=f"{FIELD}: {name}")
@@ -125,8 +131,9 @@ def load_images(
             small.append(f"{name} ({img.width}x{img.height})")
             continue
         size = fit_size(img.width, img.height, multiple=multiple, max_pixels=resolution * resolution, upscale=True)
-        stem = name.rsplit(".", 1)[0]
-        caption = captions.get(stem) or default_caption(trigger_word)
+        caption = captions.get(_split(name)[0])
+        captioned += caption is not None
+        caption = caption or default_caption(trigger_word)
         if trigger_word and trigger_word not in caption:
             caption = f"{trigger_word}, {caption}"  # the word the LoRA is called by must be in every caption
         examples.append(Example(name=name, image=resize_image(img, size), caption=caption, size=size))
@@ -138,8 +145,7 @@ def load_images(
     for ex in examples:
         buckets[ex.size] = buckets.get(ex.size, 0) + 1
     shown = ", ".join(f"{w}x{h}: {n}" for (w, h), n in sorted(buckets.items()))
-    log(f"[train] {len(examples)} images ({sum(n in captions for n in (e.name.rsplit('.', 1)[0] for e in examples))} "
-        f"with captions) in buckets {shown}")
+    log(f"[train] {len(examples)} images ({captioned} with captions) in buckets {shown}")
     return examples
 
 

@@ -45,26 +45,16 @@ class FluxLora(LoraModel):
     def denoiser(self) -> Any:
         return self.pipe.transformer
 
-    def encode(self, examples: list[Example]) -> tuple[list[dict[str, Any]], Any]:
-        pipe, dev, dtype = self.pipe, self.device(), self.plan.dtype
-        vae = pipe.vae
-        prompts: dict[str, Any] = {}
+    def encode_prompt(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+        embeds, pooled, _ = self.pipe.encode_prompt(text, prompt_2=None, device=self.device(),
+                                                    max_sequence_length=self.max_sequence_length)
+        return embeds[0].to(self.plan.dtype), pooled[0].to(self.plan.dtype)
 
-        def prompt(text: str) -> tuple[torch.Tensor, torch.Tensor]:
-            if text not in prompts:
-                embeds, pooled, _ = pipe.encode_prompt(text, prompt_2=None, device=dev,
-                                                       max_sequence_length=self.max_sequence_length)
-                prompts[text] = (embeds[0].to(dtype), pooled[0].to(dtype))
-            return prompts[text]
-
-        items = []
-        with torch.no_grad():
-            for ex in examples:
-                latents = vae.encode(self.pixels(ex.image, vae.dtype)).latent_dist.mode()  # the mean: same every run
-                latents = (latents - vae.config.shift_factor) * vae.config.scaling_factor
-                items.append({"latents": latents[0].to(dtype), "prompt": prompt(ex.caption)})
-            empty = prompt("")
-        return items, empty
+    def encode_image(self, example: Example) -> dict[str, Any]:
+        vae = self.pipe.vae
+        latents = vae.encode(self.pixels(example.image, vae.dtype)).latent_dist.mode()  # the mean: same every run
+        latents = (latents - vae.config.shift_factor) * vae.config.scaling_factor
+        return {"latents": latents[0].to(self.plan.dtype)}
 
     def loss(self, items: list[dict[str, Any]], prompts: list[Any], generator: torch.Generator) -> torch.Tensor:
         from diffusers import FluxPipeline

@@ -44,26 +44,16 @@ class SdxlLora(LoraModel):
     def describe(self) -> dict[str, Any]:
         return {"prediction_type": self.prediction}
 
-    def encode(self, examples: list[Example]) -> tuple[list[dict[str, Any]], Any]:
-        pipe, dev, dtype = self.pipe, self.device(), self.plan.dtype
-        vae = pipe.vae
-        prompts: dict[str, Any] = {}
+    def encode_prompt(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+        embeds, _, pooled, _ = self.pipe.encode_prompt(text, device=self.device(), do_classifier_free_guidance=False)
+        return embeds[0].to(self.plan.dtype), pooled[0].to(self.plan.dtype)
 
-        def prompt(text: str) -> tuple[torch.Tensor, torch.Tensor]:
-            if text not in prompts:
-                embeds, _, pooled, _ = pipe.encode_prompt(text, device=dev, do_classifier_free_guidance=False)
-                prompts[text] = (embeds[0].to(dtype), pooled[0].to(dtype))
-            return prompts[text]
-
-        items = []
-        with torch.no_grad():
-            for ex in examples:
-                latents = vae.encode(self.pixels(ex.image, vae.dtype)).latent_dist.mode() * vae.config.scaling_factor
-                w, h = ex.size
-                time_ids = torch.tensor([h, w, 0, 0, h, w], dtype=dtype, device=dev)
-                items.append({"latents": latents[0].to(dtype), "prompt": prompt(ex.caption), "time_ids": time_ids})
-            empty = prompt("")
-        return items, empty
+    def encode_image(self, example: Example) -> dict[str, Any]:
+        vae, dtype = self.pipe.vae, self.plan.dtype
+        latents = vae.encode(self.pixels(example.image, vae.dtype)).latent_dist.mode() * vae.config.scaling_factor
+        w, h = example.size
+        time_ids = torch.tensor([h, w, 0, 0, h, w], dtype=dtype, device=self.device())
+        return {"latents": latents[0].to(dtype), "time_ids": time_ids}
 
     def loss(self, items: list[dict[str, Any]], prompts: list[Any], generator: torch.Generator) -> torch.Tensor:
         dev, dtype = self.device(), self.plan.dtype
