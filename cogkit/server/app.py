@@ -1,8 +1,10 @@
 """Cog's HTTP routes on top of the prediction service.
 
-Routes: GET / (discovery), GET /health-check, GET /openapi.json,
+Routes: GET / (discovery; the playground for a browser), GET /health-check, GET /openapi.json,
 POST /predictions (sync, ``Prefer: respond-async``, or SSE), PUT /predictions/{id},
-POST /predictions/{id}/cancel, POST /shutdown, and the same under /trainings.
+POST /predictions/{id}/cancel, POST /shutdown, and the same under /trainings; and the web
+playground: GET /playground, its files under /playground/assets/, and POST
+/playground/predictions (a prediction answered as server-sent events, streaming model or not).
 
 The router returns a response at once where it can (errors, 409, health without a
 user healthcheck) and a coroutine only when it must wait, so the common refusals
@@ -18,13 +20,14 @@ import platform
 from collections.abc import Awaitable
 from typing import Any
 
+from cogkit import playground
 from cogkit._version import COG_COMPAT_VERSION, __version__
 from cogkit.server import httpio, jsonio
 from cogkit.server.http import HandlerResult, Request, Response
 from cogkit.server.httpio import json_response, text_response
 from cogkit.server.prediction import Prediction
 from cogkit.server.service import PredictionService, Refusal, parse_create
-from cogkit.server.sse import Subscription, TooManySubscribers
+from cogkit.server.sse import Subscription, TooManySubscribers, frame
 
 log = logging.getLogger("cogkit.server")
 
@@ -80,6 +83,11 @@ class App:
             "cogkit": __version__,
         }
         self._k8s_ready_written = not os.environ.get("KUBERNETES_SERVICE_HOST")
+        settings = service.settings
+        title = os.path.basename(os.path.abspath(settings.project_dir)) or "model"
+        config = {"page": "playground", "kind": "cog", "mode": settings.mode, "title": title}
+        self._noun = "training" if settings.mode == "train" else "prediction"
+        self._playground = (200, _bytes_headers(playground.PAGE_HEADERS), playground.page(config, title))
 
     # ------------------------------------------------------------------ routing
 
@@ -101,7 +109,11 @@ class App:
                     return self.create(req, noun, rest) if method == "PUT" else _not_allowed(b"PUT")
                 return NOT_FOUND
         if path == "/":
-            return self._index if method == "GET" else _not_allowed(b"GET")
+            if method != "GET":
+                return _not_allowed(b"GET")
+            return self._playground if playground.prefers_html(req.header(b"accept")) else self._index
+        if path == "/playground" or path.startswith("/playground/"):
+            return self.playground_route(req, method, path[len("/playground/"):])
         if path == "/openapi.json":
             return self.openapi() if method == "GET" else _not_allowed(b"GET")
         if path == "/shutdown":
@@ -153,9 +165,25 @@ class App:
     async def _cancel(self, pid: str) -> Response:
         return EMPTY_OBJECT if await self.service.cancel(pid) else CANCEL_UNKNOWN
 
+    # ------------------------------------------------------------------ playground
+
+    def playground_route(self, req: Request, method: str, rest: str) -> HandlerResult:
+        if req.path == "/playground":
+            return self._playground if method == "GET" else _not_allowed(b"GET")
+        if rest == "predictions":  # the playground's own transport: always server-sent events
+            return self.create(req, self._noun, None, always_stream=True) if method == "POST" else _not_allowed(b"POST")
+        found = playground.asset(rest)
+        if found is None:
+            return NOT_FOUND
+        if method != "GET":
+            return _not_allowed(b"GET")
+        if req.header(b"if-none-match") == found.etag:
+            return 304, _bytes_headers([h for h in found.headers if h[0] != "content-type"]), b""
+        return 200, _bytes_headers(found.headers), found.body
+
     # ------------------------------------------------------------------ predictions
 
-    def create(self, req: Request, noun: str, path_id: str | None) -> HandlerResult:
+    def create(self, req: Request, noun: str, path_id: str | None, always_stream: bool = False) -> HandlerResult:
         service = self.service
         if not httpio.is_json_content_type(req.header(b"content-type")):
             return text_response(415, httpio.WRONG_CONTENT_TYPE)
@@ -163,14 +191,14 @@ class App:
             body = httpio.parse_json(req.body)
         except ValueError as exc:
             return text_response(400, str(exc))
-        sse = b"text/event-stream" in req.headers.get(b"accept", b"")
-        if sse:
+        sse = always_stream or b"text/event-stream" in req.headers.get(b"accept", b"")
+        if sse and not always_stream:
             if noun == "training":
                 return json_response(406, {"error": SSE_TRAINING})
             if service.loaded is not None and not service.streaming:
                 return json_response(406, {"error": SSE_NOT_ENABLED})
         if service.validator_coming:
-            return self._after_validator(req, noun, path_id)
+            return self._after_validator(req, noun, path_id, always_stream)
         try:
             creq = parse_create(body, path_id, noun)
             existing = service.existing(creq.id) if creq.id else None
@@ -178,9 +206,9 @@ class App:
                 if sse:
                     return self._stream(req, existing, created=False)
                 return json_response(202, existing.body())
-            pred = service.admit(creq)
+            pred = service.admit(creq, stream=always_stream)
         except Refusal as refusal:
-            return refusal.response
+            return _refused_event(refusal.response) if always_stream else refusal.response
         pred.trace_headers = _trace_headers(req)
         if sse:
             stream = service.stream_of(pred.id)
@@ -193,10 +221,10 @@ class App:
             return json_response(202, pred.accepted_body())
         return self._sync(req, pred, service.start(pred))
 
-    async def _after_validator(self, req: Request, noun: str, path_id: str | None) -> Response | None:
+    async def _after_validator(self, req: Request, noun: str, path_id: str | None, always_stream: bool) -> Response | None:
         """A request in the few milliseconds between READY and the validator being built."""
         await self.service.validator_built.wait()
-        result = self.create(req, noun, path_id)
+        result = self.create(req, noun, path_id, always_stream)
         return result if isinstance(result, tuple) else await result
 
     async def _sync(self, req: Request, pred: Prediction, running: Awaitable[None]) -> Response | None:
@@ -246,6 +274,21 @@ class App:
         finally:
             subscription.close()
         return None
+
+
+def _refused_event(response: Response) -> Response:
+    """A refusal for the playground, as its one ``refused`` event: an error status would
+    also be logged by the browser's console, and the page shows the message itself."""
+    status, _, body = response
+    try:
+        detail = jsonio.loads(body)
+    except ValueError:
+        detail = body.decode(errors="replace")
+    return 200, SSE_HEADERS, frame("refused", {"status": status, "body": detail})
+
+
+def _bytes_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(k.encode(), v.encode()) for k, v in headers]
 
 
 def _trace_headers(req: Request) -> dict[str, str]:

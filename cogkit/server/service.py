@@ -329,8 +329,9 @@ class PredictionService:
     def existing(self, pid: str) -> Prediction | None:
         return self.inflight.get(pid)
 
-    def admit(self, req: CreateRequest) -> Prediction:
-        """Validate and reserve a slot; the prediction is registered but not started."""
+    def admit(self, req: CreateRequest, stream: bool = False) -> Prediction:
+        """Validate and reserve a slot; the prediction is registered but not started. Its
+        events are kept for SSE when the model streams, or when ``stream`` asks for them."""
         if self.draining:
             raise Refusal(503, response=_SHUTTING_DOWN)
         if not self.ready:
@@ -358,7 +359,7 @@ class PredictionService:
         self.inflight[pid] = pred
         if waiter is not None:
             self._waiters[pid] = waiter
-        if self.streaming:
+        if self.streaming or stream:
             self._streams[pid] = EventStream(self.settings.stream_history)
         return pred
 
