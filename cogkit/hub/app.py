@@ -77,8 +77,8 @@ def create_app(settings: HubSettings, token: str, internal_base: str) -> FastAPI
         app.include_router(module.router)
     app.include_router(files.public)
     app.include_router(stream.router)
-    app.include_router(web.router)
     app.include_router(internal.router)
+    app.include_router(web.router)  # last: it ends with the catch-all /{owner}/{name} playground
 
     @app.get("/health-check", include_in_schema=False)
     async def health() -> dict:

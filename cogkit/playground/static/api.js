@@ -115,11 +115,11 @@ function refused(status, body, on) {
 }
 
 export function hubTransport(config) {
-  const [owner, name] = config.model.split("/");
+  const [owner, name] = (config.model || "/").split("/");  // the list pages have no model
   const auth = () => ({ Authorization: `Bearer ${token.get()}` });
   async function api(path, init = {}) {
     const r = await fetch(path.startsWith("http") ? path : `/v1${path}`, { ...init, headers: { ...auth(), ...(init.headers || {}) } });
-    if (r.status === 401) throw new ApiError(401, "The hub needs your API token (printed by cogkit hub at its first start, and in <data-dir>/token): enter it above.");
+    if (r.status === 401) throw new ApiError(401, "The hub did not accept this API token: forget it and enter the one cogkit hub printed (also in <data-dir>/token).");
     return r;
   }
   return {

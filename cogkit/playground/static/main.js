@@ -1,6 +1,6 @@
 // Entry point: reads the page's config (inert JSON the server embedded) and draws the page.
 import { h, clear } from "./dom.js";
-import { transport, ApiError } from "./api.js";
+import { transport, token, ApiError } from "./api.js";
 import { playground } from "./playground.js";
 import { modelList, history, tokenBar } from "./hub_pages.js";
 
@@ -15,7 +15,10 @@ function fail(err) {
     String(err.message || err)));
 }
 
+const NEEDS_TOKEN = "The hub needs your API token (printed by cogkit hub at its first start, and kept in <data-dir>/token): enter it above.";
+
 function draw() {
+  if (config.kind === "hub" && !token.get()) return fail(new ApiError(401, NEEDS_TOKEN));
   Promise.resolve().then(() => PAGES[config.page](app, config, api)).catch(fail);
 }
 

@@ -99,7 +99,9 @@ export function metricsText(body) {
   if (typeof m.predict_time === "number") parts.push(`predict time ${m.predict_time.toFixed(2)} s`);
   if (typeof m.total_time === "number") parts.push(`total ${m.total_time.toFixed(2)} s`);
   for (const [k, v] of Object.entries(m)) {
-    if (k !== "predict_time" && k !== "total_time" && (typeof v === "number" || typeof v === "string")) parts.push(`${k.replace(/_/g, " ")} ${v}`);
+    if (k === "predict_time" || k === "total_time") continue;
+    if (typeof v === "number" && k.endsWith("_time")) parts.push(`${k.replace(/_/g, " ")} ${v.toFixed(2)} s`);
+    else if (typeof v === "number" || typeof v === "string") parts.push(`${k.replace(/_/g, " ")} ${v}`);
   }
   return parts.join(" · ");
 }
