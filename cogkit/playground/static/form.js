@@ -39,7 +39,7 @@ function describe(name, prop, schemas, required) {
   else if (p.type === "array") kind = p.items && p.items.format === "uri" ? "files" : "list";
   else if (p.type === "integer" || p.type === "number") kind = "number";
   else if (p.type === "object") kind = "json";
-  else kind = LONG_TEXT.test(name) || (p.maxLength || 0) > 200 || (p.description || "").length > 120 ? "textarea" : "text";
+  else kind = LONG_TEXT.test(name) || (p.maxLength || 0) > 200 ? "textarea" : "text";
   return { name, prop: p, kind, required, title: p.title || titleCase(name),
            order: typeof p["x-order"] === "number" ? p["x-order"] : 1e9 };
 }

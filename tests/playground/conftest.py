@@ -1,0 +1,76 @@
+"""A real headless Chromium for the playground tests: Debian's ``chromium`` driven by the
+``playwright`` Python package (no browser download). Every page a test opens fails the
+test on any console error or uncaught exception; screenshots go to the artifacts folder
+($COGKIT_TEST_ARTIFACTS, default test-artifacts/ in the checkout)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("COGKIT_TEST_ARTIFACTS") or REPO / "test-artifacts") / "playground"
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.fail("Chromium is not installed: run scripts/install-hub-tools.sh (apt-get install chromium); "
+                "the playground's tests need a real browser")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the playwright package is missing: pip install -e '.[test]'")
+    with sync_playwright() as pw:
+        # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start
+        b = pw.chromium.launch(executable_path=_chromium(), args=["--no-sandbox", "--disable-gpu"])
+        yield b
+        b.close()
+
+
+class Console:
+    """What a page wrote to its console: errors and uncaught exceptions fail the test."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def watch(self, page) -> None:
+        page.on("console", lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(f"uncaught: {e}"))
+
+
+@pytest.fixture
+def open_page(browser):
+    """``open_page(url, width=1280, height=900)`` -> a new page at ``url``, watched."""
+    console = Console()
+    contexts = []
+
+    def make(url: str, width: int = 1280, height: int = 900):
+        context = browser.new_context(viewport={"width": width, "height": height})
+        context.set_default_timeout(60_000)
+        contexts.append(context)
+        page = context.new_page()
+        console.watch(page)
+        page.goto(url)
+        return page
+
+    yield make
+    for c in contexts:
+        c.close()
+    assert not console.errors, "the page logged errors:\n" + "\n".join(console.errors)
+
+
+def screenshot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
