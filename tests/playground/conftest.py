@@ -24,7 +24,9 @@ def _chromium() -> str:
                 "the playground's tests need a real browser")
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: playwright's sync API keeps an asyncio loop running in this
+# thread while it is open, and every later test calling asyncio.run() would fail.
+@pytest.fixture(scope="module")
 def browser():
     try:
         from playwright.sync_api import sync_playwright
