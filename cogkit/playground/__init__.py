@@ -22,16 +22,12 @@ STATIC = Path(__file__).with_name("static")
 _TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
 
 
-def _digest() -> str:
-    h = hashlib.sha256()
-    for f in sorted(STATIC.iterdir()):
-        h.update(f.name.encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()[:12]
-
+# every file, read once at import: the shell, the served files and the digest of them all
+_FILES = {f.name: f.read_bytes() for f in sorted(STATIC.iterdir()) if f.is_file()}
 
 # The files' digest is in their URL, so they can be cached for good: a new release has a new
 # URL, and the ES modules' relative imports stay inside one release's folder.
-DIGEST = _digest()
+DIGEST = hashlib.sha256(b"".join(name.encode() + b"\0" + body for name, body in _FILES.items())).hexdigest()[:12]
 ASSETS = f"/playground/assets/{DIGEST}"
 
 # Everything the page loads comes from this origin; outputs may be images/media from data:
@@ -50,22 +46,22 @@ class Asset:
     etag: str
     headers: list[tuple[str, str]]
 
-
-def _load_assets() -> dict[str, Asset]:
-    out = {}
-    for f in sorted(STATIC.iterdir()):
-        if f.suffix not in _TYPES:
-            continue
-        body = f.read_bytes()
-        etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
-        out[f.name] = Asset(body, etag, [("content-type", _TYPES[f.suffix]), ("etag", etag),
-                                         ("cache-control", "public, max-age=31536000, immutable"),
-                                         ("x-content-type-options", "nosniff")])
-    return out
+    def answer(self, if_none_match: str | None) -> tuple[int, list[tuple[str, str]], bytes]:
+        """(status, headers, body) for a GET: 304 without a body when the client has it."""
+        if if_none_match == self.etag:
+            return 304, [h for h in self.headers if h[0] != "content-type"], b""
+        return 200, self.headers, self.body
 
 
-_ASSETS = _load_assets()
-_SHELL = (STATIC / "page.html").read_text()
+def _asset(name: str, body: bytes) -> Asset:
+    etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+    return Asset(body, etag, [("content-type", _TYPES[Path(name).suffix]), ("etag", etag),
+                              ("cache-control", "public, max-age=31536000, immutable"),
+                              ("x-content-type-options", "nosniff")])
+
+
+_ASSETS = {name: _asset(name, body) for name, body in _FILES.items() if Path(name).suffix in _TYPES}
+_SHELL = _FILES["page.html"].decode()
 _STALE = [("cache-control", "no-cache")]  # an old page asking for this release's files
 
 

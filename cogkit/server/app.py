@@ -177,9 +177,8 @@ class App:
             return NOT_FOUND
         if method != "GET":
             return _not_allowed(b"GET")
-        if req.header(b"if-none-match") == found.etag:
-            return 304, _bytes_headers([h for h in found.headers if h[0] != "content-type"]), b""
-        return 200, _bytes_headers(found.headers), found.body
+        status, headers, body = found.answer(req.header(b"if-none-match"))
+        return status, _bytes_headers(headers), body
 
     # ------------------------------------------------------------------ predictions
 

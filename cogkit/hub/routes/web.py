@@ -45,9 +45,8 @@ async def playground_asset(path: str, request: Request) -> Response:
     found = playground.asset(path)
     if found is None:
         raise ApiError(404, "No such file")
-    if request.headers.get("if-none-match") == found.etag:
-        return Response(status_code=304, headers={k: v for k, v in found.headers if k != "content-type"})
-    return Response(found.body, headers=dict(found.headers))
+    status, headers, body = found.answer(request.headers.get("if-none-match"))
+    return Response(body, status_code=status, headers=dict(headers))
 
 
 def _item(value: object) -> str:

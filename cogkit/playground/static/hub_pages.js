@@ -3,6 +3,7 @@
 // is ever rendered for a request without the token.
 import { h, clear } from "./dom.js";
 import { token, ApiError } from "./api.js";
+import { isUrl, mediaOf } from "./render.js";
 
 export function tokenBar(slot, onChange) {
   const input = h("input", { type: "password", id: "token", autocomplete: "off", placeholder: "API token", "aria-label": "API token" });
@@ -28,10 +29,7 @@ function when(iso) {
 
 function thumbnail(output) {
   const first = Array.isArray(output) ? output[0] : output;
-  if (typeof first === "string" && (first.startsWith("data:image/") || /^https?:\/\/.*\.(png|jpe?g|webp|gif)(\?|$)/i.test(first))) {
-    return h("img", { src: first, alt: "output" });
-  }
-  return "";
+  return isUrl(first) && mediaOf(first) === "image" ? h("img", { src: first, alt: "output" }) : "";
 }
 
 export async function modelList(app, config, transport) {

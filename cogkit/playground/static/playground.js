@@ -2,7 +2,7 @@
 // live text, images), logs, metrics, and the Code tab.
 import { h, clear } from "./dom.js";
 import { inputFields, InputForm } from "./form.js";
-import { outputKind, renderOutput, TextStream, parseProgress, metricsText } from "./render.js";
+import { outputKind, renderOutput, valueItem, TextStream, parseProgress, metricsText } from "./render.js";
 import { snippets } from "./code.js";
 
 function tabs(names, onSelect) {
@@ -126,7 +126,7 @@ export async function playground(app, config, transport) {
       },
       output(chunk) {
         if (stream && typeof chunk === "string") stream.append(chunk);
-        else if (kind === "iterator") { renderItem(output, chunk, items++); }
+        else if (kind === "iterator") output.append(valueItem(chunk, items++));
       },
       done(body) {
         setStatus(body.status);
@@ -154,10 +154,4 @@ export async function playground(app, config, transport) {
       },
     });
   });
-}
-
-function renderItem(el, value, index) {
-  const holder = h("div");
-  renderOutput(holder, value, "value");
-  for (const child of [...holder.children]) { child.dataset.index = String(index); el.append(child); }
 }

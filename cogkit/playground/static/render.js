@@ -16,11 +16,11 @@ export function outputKind(openapi) {
   return "value";
 }
 
-function isUrl(v) {
+export function isUrl(v) {
   return typeof v === "string" && /^(data:|https?:\/\/|blob:)/.test(v);
 }
 
-function mediaOf(url) {
+export function mediaOf(url) {
   const mime = url.startsWith("data:") ? url.slice(5, url.indexOf(";")) : "";
   if (mime.startsWith("image/") || (!mime && IMAGE.test(url))) return "image";
   if (mime.startsWith("video/") || (!mime && VIDEO.test(url))) return "video";
@@ -48,7 +48,7 @@ function fileItem(url, index) {
            h("a", { href: url, download: name }, kind === "file" ? `Download ${name}` : `Download`));
 }
 
-function valueItem(value, index) {
+export function valueItem(value, index) {
   if (isUrl(value)) return fileItem(value, index);
   if (typeof value === "string") return h("pre", { class: "text" }, value);
   const json = h("pre", { class: "json" }, JSON.stringify(value, null, 2));
