@@ -8,7 +8,7 @@ PY=${PYTHON:-python3}
 # torch first and pinned: the CPU wheel of 2.13.0; an unpinned torch pulls GBs of CUDA wheels.
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q torch==2.13.0
-.venv/bin/pip install -q -e '.[models,hub,test]'
+.venv/bin/pip install -q -e '.[models,hub,ray,test]'
 # cogkit hub tests: Node.js + npm and PostgreSQL from Debian (when root), the pinned npm client
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   bash scripts/install-hub-tools.sh
