@@ -15,7 +15,7 @@ from cogkit._version import __version__
 from cogkit.exceptions import CogkitError
 
 # Subcommand modules, in the order `cogkit --help` lists them.
-_COMMANDS = ["predict", "train", "serve", "hub", "schema", "init", "build", "push"]
+_COMMANDS = ["predict", "train", "serve", "hub", "schema", "init", "build", "push", "export"]
 
 
 def build_parser() -> argparse.ArgumentParser:
