@@ -9,6 +9,12 @@ PY=${PYTHON:-python3}
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q torch==2.13.0
 .venv/bin/pip install -q -e '.[models,hub,ray,test]'
+# The kserve package's client models check `cogkit export kserve` (tests/build/kserve_models_check.py).
+# Its own venv: kserve pins protobuf < 7, which ray[serve] in .venv cannot take. The models need only
+# six and the kubernetes client; --no-deps leaves out the model server's (numpy, pandas, grpcio-tools, ...).
+[ -x .venv-kserve/bin/python ] || "$PY" -m venv .venv-kserve
+.venv-kserve/bin/pip install -q kubernetes==37.0.3 six==1.17.0
+.venv-kserve/bin/pip install -q --no-deps kserve==0.21.0
 # cogkit hub tests: Node.js + npm and PostgreSQL from Debian (when root), the pinned npm client
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   bash scripts/install-hub-tools.sh

@@ -1,21 +1,20 @@
 """`cogkit export kserve|k8s` end to end: the real CLI's YAML, validated offline and strictly
-(an unknown field fails, as under kubectl's default --validate=strict) against published schemas:
+(an unknown field fails, as under kubectl's default --validate=strict) against published packages:
 
 - Deployment, Service, and the pod parts of the InferenceService (metadata, containers):
   the Kubernetes JSON schemas that kubernetes-validate ships (its "-strict" set);
-- the InferenceService: KServe's own CRD, its openAPIV3Schema (tests/fixtures/kserve/README.md
-  says where it comes from), with ``additionalProperties: false`` added wherever the structural
-  schema lists an object's fields, which is where the API server rejects unknown ones.
+- the InferenceService: the ``kserve`` package's client models (V1beta1InferenceService and the
+  Kubernetes types they embed, from the ``kubernetes`` client), walked by kserve_models_check.py
+  in .venv-kserve: kserve pins protobuf < 7, which cogkit's .venv cannot take beside ray[serve].
 
-The validators are imported at the top and never skipped: CI installs the test extra.
+Both come from PyPI at install time (the test extra; scripts/test.sh makes .venv-kserve). The
+validators are never skipped: without .venv-kserve the KServe tests fail and say to run scripts/test.sh.
 """
 
 from __future__ import annotations
 
 import copy
-import functools
-import gzip
-import hashlib
+import json
 import os
 import re
 import subprocess
@@ -23,7 +22,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -31,8 +29,10 @@ import yaml
 from cogkit.build.dockerfile import SERVER_PORT, DockerfilePlan, render
 from tests.fixtures.server.harness import ServerProcess
 
-CRD = Path(__file__).parents[1] / "fixtures" / "kserve" / "serving.kserve.io_inferenceservices.yaml.gz"
-CRD_SHA256 = "57c3bf13f77de94678bf2ae3748056ec071ad2b9e88d6a28f44fb4710758fcff"  # KServe v0.20.0
+ROOT = Path(__file__).resolve().parents[2]
+# The kserve package's own venv (scripts/test.sh pins the version) and the check run in it.
+KSERVE_PYTHON = ROOT / ".venv-kserve" / "bin" / "python"
+KSERVE_CHECK = Path(__file__).with_name("kserve_models_check.py")
 # The oldest and the newest Kubernetes whose schemas the pinned kubernetes-validate ships that we check.
 K8S_VERSIONS = ("1.28.0", "1.37.0")
 DNS_1035 = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
@@ -81,34 +81,6 @@ def exported(cwd: Path, *args: str) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- validators
 
 
-def _strict(schema: dict[str, Any]) -> dict[str, Any]:
-    """The schema with unknown fields rejected wherever it lists an object's fields."""
-    s = dict(schema)
-    if "properties" in s:
-        s["properties"] = {k: _strict(v) for k, v in s["properties"].items()}
-        if "additionalProperties" not in s and not s.get("x-kubernetes-preserve-unknown-fields"):
-            s["additionalProperties"] = False
-    for key in ("items", "additionalProperties"):
-        if isinstance(s.get(key), dict):
-            s[key] = _strict(s[key])
-    for key in ("anyOf", "allOf", "oneOf"):
-        if key in s:
-            s[key] = [_strict(x) for x in s[key]]
-    return s
-
-
-@functools.cache
-def kserve_validator() -> jsonschema.Draft4Validator:
-    raw = gzip.decompress(CRD.read_bytes())
-    assert hashlib.sha256(raw).hexdigest() == CRD_SHA256, "the vendored CRD is not KServe's file"
-    crd = yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1beta1"]
-    schema = _strict(version["schema"]["openAPIV3Schema"])
-    # OpenAPI 3.0 schemas are draft-4 JSON Schema in what a CRD may use (boolean exclusive bounds).
-    jsonschema.Draft4Validator.check_schema(schema)
-    return jsonschema.Draft4Validator(schema)
-
-
 def k8s_errors(doc: dict[str, Any]) -> list[str]:
     errors = []
     for version in K8S_VERSIONS:
@@ -119,12 +91,25 @@ def k8s_errors(doc: dict[str, Any]) -> list[str]:
     return errors
 
 
+def kserve_model_errors(doc: dict[str, Any]) -> list[str]:
+    """What kserve_models_check.py, run by .venv-kserve's python, finds wrong with ``doc``."""
+    if not KSERVE_PYTHON.exists():
+        pytest.fail(f"{KSERVE_PYTHON.relative_to(ROOT)} is missing: run scripts/test.sh, which makes it "
+                    "(the kserve package's own venv, which checks the InferenceService)", pytrace=False)
+    r = subprocess.run([str(KSERVE_PYTHON), str(KSERVE_CHECK)], input=json.dumps(doc), capture_output=True,
+                       text=True, timeout=60, check=False)
+    if r.returncode not in (0, 1) or (r.returncode == 1) != bool(r.stdout.strip()):
+        pytest.fail(f"kserve_models_check.py exited {r.returncode}: {r.stderr.strip()}\n"
+                    "run scripts/test.sh to (re)install .venv-kserve", pytrace=False)
+    return [f"kserve: {line}" for line in r.stdout.splitlines()]
+
+
 def kserve_errors(doc: dict[str, Any]) -> list[str]:
-    errors = [f"CRD: {'.'.join(map(str, e.path))}: {e.message}" for e in kserve_validator().iter_errors(doc)]
+    errors = kserve_model_errors(doc)
     if errors:
         return errors
-    # A CRD's metadata is a bare object (the API server checks it as ObjectMeta), and the
-    # predictor is a PodSpec with KServe's fields beside: check those parts as a Pod too.
+    # The models are one Kubernetes release's (the kubernetes client's): check metadata and the
+    # containers as a Pod too, against each release in K8S_VERSIONS.
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": doc["metadata"],
            "spec": {"containers": doc["spec"]["predictor"]["containers"]}}
     return k8s_errors(pod)
@@ -235,30 +220,66 @@ def test_k8s_replicas_default_to_one(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- the validators reject
 
 
+DELETE = object()
+
+
 def _set(doc: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     doc = copy.deepcopy(doc)
     *parents, last = path.split(".")
     node: Any = doc
     for part in parents:
         node = node[int(part)] if part.isdigit() else node[part]
-    node[last] = value
+    if value is DELETE:
+        del node[last]
+    else:
+        node[last] = value
     return doc
 
 
 @pytest.mark.parametrize("path, value", [
     ("spec.predictor.bogus", 1),  # unknown fields, at each level
     ("spec.bogus", {}),
+    ("bogus", "x"),
     ("spec.predictor.containers.0.bogus", "x"),
     ("spec.predictor.containers.0.livenessProbe.httpGet.bogus", "x"),
-    ("metadata.bogus", "x"),  # ObjectMeta, through the Pod check
+    ("spec.predictor.containers.0.readinessProbe.exec.bogus", []),
+    ("metadata.bogus", "x"),
     ("spec.predictor.containerConcurrency", "four"),  # wrong types
+    ("spec.predictor.containerConcurrency", True),
     ("spec.predictor.containers.0.ports", {"containerPort": 5000}),
+    ("spec.predictor.containers.0.ports.0.containerPort", "5000"),
+    ("spec.predictor.containers.0.image", None),
+    ("spec.predictor.containers.0.livenessProbe.httpGet.port", 5000.0),  # IntOrString
+    ("spec.predictor.containers.0.readinessProbe.exec.command", "python -c pass"),
+    ("metadata.labels", ["x"]),
     ("spec.predictor.containers.0.resources.requests.cpu", "lots"),  # not a quantity
+    ("spec.predictor.containers.0.resources.requests.memory", 2.5),
+    ("spec.predictor.containers.0.name", DELETE),  # required fields
+    ("spec.predictor.containers.0.ports.0.containerPort", DELETE),
+    ("spec.predictor", DELETE),
 ])
 def test_the_kserve_validator_is_strict(tmp_path: Path, path: str, value: Any) -> None:
     (doc,) = exported(make_project(tmp_path / "m", gpu=True), "kserve", "acme/resnet", "--image", IMAGE)
     assert kserve_errors(doc) == []
-    assert kserve_errors(_set(doc, path, value)) != []
+    assert kserve_model_errors(_set(doc, path, value)) != []  # the kserve models alone, not the Pod check
+
+
+def test_the_kserve_validator_says_where_and_what(tmp_path: Path) -> None:
+    (doc,) = exported(make_project(tmp_path / "m", gpu=False), "kserve", "acme/resnet", "--image", IMAGE)
+    doc = _set(_set(doc, "spec.predictor.containers.0.livenessProbe.httpGet.bogus", 1),
+               "spec.predictor.containerConcurrency", "four")
+    errors = kserve_model_errors(doc)
+    assert len(errors) == 2, errors
+    assert any(e.startswith("kserve: spec.predictor.containers[0].livenessProbe.httpGet.bogus: unknown field: "
+                            "V1HTTPGetAction has ") for e in errors), errors
+    assert "kserve: spec.predictor.containerConcurrency: must be int, got 'four'" in errors
+
+
+def test_the_kserve_validator_fails_without_its_venv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "KSERVE_PYTHON", tmp_path / ".venv-kserve" / "bin" / "python")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    with pytest.raises(pytest.fail.Exception, match=r"\.venv-kserve/bin/python is missing: run scripts/test\.sh"):
+        kserve_model_errors({})
 
 
 @pytest.mark.parametrize("path, value", [
