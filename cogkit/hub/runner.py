@@ -38,8 +38,14 @@ class Target:
     weights: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     max_instances: int = 1
+    min_instances: int = 0  # servers kept running when idle
     idle_timeout: float = 300.0
     args: list[str] = field(default_factory=list)  # extra `cogkit.server` flags (the hub's --upload-url)
+    # what the Ray backend places by (the local backend runs one prediction per server)
+    slots: int = 1  # cog.yaml concurrency.max
+    gpu: bool = False  # cog.yaml build.gpu
+    cpus: float | None = None  # hub.yaml; Ray's default for a replica is 1
+    memory: int | None = None  # bytes, hub.yaml
 
 
 class ServerGone(Exception):
@@ -125,10 +131,15 @@ class Instance:
             return False
         return self.target.url is not None or (self.proc is not None and self.proc.returncode is None)
 
+    async def begun(self) -> None:
+        """The prediction starts as soon as it is handed over (``predict``)."""
+
     async def predict(self, pid: str, model_input: dict[str, Any], noun: str = "predictions",
-                      webhook: str | None = None, events: list[str] | None = None) -> dict[str, Any]:
+                      webhook: str | None = None, events: list[str] | None = None,
+                      on_event: Any = None) -> dict[str, Any]:
         """Run one prediction synchronously; live outputs and logs arrive meanwhile as Cog
-        webhooks on ``webhook`` (the final state is this call's answer)."""
+        webhooks on ``webhook`` (the final state is this call's answer). ``on_event`` is
+        the Ray backend's way for the same updates; a Cog server has only webhooks."""
         body: dict[str, Any] = {"input": model_input}
         if webhook:
             body["webhook"] = webhook

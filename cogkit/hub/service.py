@@ -168,7 +168,8 @@ class Hub:
         self.fetcher = httpx.AsyncClient(timeout=settings.fetch_timeout, follow_redirects=True)
         self.specs: dict[str, ModelSpec] = {s.full_name: s for s in settings.models}
         self.current: dict[str, str] = {}  # model name -> version id it serves now
-        self.pools: dict[str, Pool] = {}
+        self.pools: dict[str, Pool | Any] = {}  # runner.Pool, or ray_runner.RayPool under --backend ray
+        self.cluster: Any = None  # ray_runner.RayCluster under --backend ray
         self.live: dict[str, Live] = {}
         self.callback_key = new_key()  # capability for the model servers' callbacks
         self.outbox: Outbox | None = None
@@ -185,6 +186,11 @@ class Hub:
     async def start(self) -> None:
         from cogkit.hub.registry import register
 
+        if self.settings.backend == "ray":
+            from cogkit.hub.ray_runner import RayCluster
+
+            self.cluster = RayCluster(self.settings.ray_address)
+            await self.cluster.connect()
         await self.db.migrate()
         self.webhook_secret = await self._secret()
         self.outbox = Outbox(self.db, self.webhook_secret)
@@ -194,6 +200,11 @@ class Hub:
             deployments = (await s.execute(sa.select(t.Deployment.owner, t.Deployment.name))).all()
         for owner, name in deployments:
             await self.warm_deployment(owner, name)
+        for spec in self.settings.models:
+            vid = self.current.get(spec.full_name)
+            if spec.min_instances and vid:
+                with contextlib.suppress(ApiError):
+                    self._pool(await self._target(vid)).keep_warm(spec.min_instances)
         self.outbox.start()
 
     async def _secret(self) -> str:
@@ -260,6 +271,8 @@ class Hub:
             if not lv.done.is_set():
                 await self._finish(lv.id, "failed", error="the hub shut down while this prediction was running")
         await asyncio.gather(*(p.close(grace=3.0) for p in self.pools.values()), return_exceptions=True)
+        if self.cluster is not None:
+            await self.cluster.close()
         for task in self._timers:
             task.cancel()
         if self.outbox is not None:
@@ -336,10 +349,18 @@ class Hub:
             raise ApiError(422, f"version {vid} has no model to run (it was registered without a project)")
         target = Target(
             key=key, project_dir=version.project_dir, url=version.remote_url, weights=version.weights,
-            env=dict(spec.env), max_instances=spec.max_instances, idle_timeout=spec.idle_timeout,
+            env=dict(spec.env), max_instances=spec.max_instances, min_instances=spec.min_instances,
+            idle_timeout=spec.idle_timeout, cpus=spec.cpus, memory=spec.memory,
             args=["--upload-url", f"{self.internal_base}/internal/{self.callback_key}/uploads/"]
             + (["--x-mode", "train"] if kind == "training" else []),
         )
+        if version.project_dir and self.cluster is not None:  # what Ray places a replica by
+            from cogkit.config import load_config
+            from cogkit.exceptions import ConfigError
+
+            with contextlib.suppress(ConfigError, OSError):
+                cfg = load_config(version.project_dir)
+                target.gpu, target.slots = cfg.build.gpu, cfg.concurrency_max or 1
         if deployment:
             async with self.db.session() as s:
                 owner, name = deployment.split("/", 1)
@@ -349,10 +370,16 @@ class Hub:
                 target.max_instances = max(1, dep.max_instances)
         return target
 
-    def _pool(self, target: Target) -> Pool:
+    def _pool(self, target: Target) -> Any:
         pool = self.pools.get(target.key)
         if pool is None:
-            pool = self.pools[target.key] = Pool(target, self.client, self.settings.boot_timeout)
+            if self.cluster is not None and target.project_dir:  # (a running Cog server's URL is reached directly)
+                from cogkit.hub.ray_runner import RayPool
+
+                pool = RayPool(target, self.cluster, self.settings.boot_timeout)
+            else:
+                pool = Pool(target, self.client, self.settings.boot_timeout)
+            self.pools[target.key] = pool
         return pool
 
     async def warm_deployment(self, owner: str, name: str) -> None:
@@ -586,7 +613,7 @@ class Hub:
             live.logs_prefix = f"cogkit hub: started a model server in {boot_time:.2f} s (cold boot)\n"
             metrics["boot_time"] = round(boot_time, 3)
         model_input = (live.row.model_input if live.row is not None else None) or {}
-        started_at = now()
+        started_at = now()  # (set again once the backend has started it: Ray may queue it first)
         # "processing" is written only once the prediction has run for PROCESSING_WRITE_DELAY
         # (or at once when a start webhook is wanted): a fast prediction gets a single
         # terminal write. The cost: a hub killed in that window runs it again after restart.
@@ -594,7 +621,9 @@ class Hub:
         writing = False
 
         async def mark_processing() -> None:
-            nonlocal writing
+            nonlocal writing, started_at
+            await inst.begun()
+            started_at = now()
             if delay:
                 await asyncio.sleep(delay)
             writing = True
@@ -620,7 +649,8 @@ class Hub:
         hook = f"{self.internal_base}/internal/{self.callback_key}/events/{pid}"
         events = ["output", "logs"] if live.list_output else ["logs"]  # single outputs come with the answer
         try:
-            result = await inst.predict(pid, model_input, noun, webhook=hook, events=events)
+            result = await inst.predict(pid, model_input, noun, webhook=hook, events=events,
+                                        on_event=self.on_model_event)
         except NotStarted as exc:
             await settle()
             live.instance = None

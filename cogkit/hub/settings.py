@@ -16,6 +16,19 @@ from cogkit.exceptions import ConfigError
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$", re.IGNORECASE)
 VISIBILITIES = ("public", "private")
+BACKENDS = ("local", "ray")
+_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*(|k|ki|m|mi|g|gi|t|ti)b?$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 10**3, "ki": 2**10, "m": 10**6, "mi": 2**20, "g": 10**9, "gi": 2**30, "t": 10**12, "ti": 2**40}
+
+
+def parse_memory(value: Any, where: str) -> int:
+    """Bytes from an integer or a size such as ``512Mi``, ``4GiB`` or ``2G``."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    m = _MEMORY.match(str(value).strip()) if isinstance(value, str) else None
+    if m is None or float(m.group(1)) <= 0:
+        raise ConfigError(f"{where}: must be a positive number of bytes or a size such as 512Mi or 4GiB, got {value!r}")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
 @dataclass
@@ -30,7 +43,10 @@ class ModelSpec:
     weights: str | None = None  # handed to setup(weights=) as COG_WEIGHTS
     env: dict[str, str] = field(default_factory=dict)
     max_instances: int = 1
+    min_instances: int = 0  # servers (Ray replicas) kept running when idle
     idle_timeout: float = 300.0
+    cpus: float | None = None  # CPUs a Ray replica reserves (default 1)
+    memory: int | None = None  # bytes of memory a Ray replica reserves
     hardware: str = "cpu"
     description: str | None = None
     cover_image_url: str | None = None
@@ -70,6 +86,8 @@ class HubSettings:
     shutdown_grace: float = 5.0  # seconds running predictions may finish on SIGTERM
     boot_timeout: float = 600.0  # seconds a model server may take to become READY
     page_size: int = 100  # list pages (Replicate's size)
+    backend: str = "local"  # who runs the models: "local" (subprocesses) or "ray" (Ray Serve)
+    ray_address: str | None = None  # the Ray cluster for --backend ray (None: start one in-process)
 
     @property
     def database_url(self) -> str:
@@ -110,10 +128,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--public-url", default=None, metavar="URL",
                         help="the https:// address the hub is reached at behind a TLS proxy: file outputs "
                              "become unguessable URLs under it instead of data: URIs")
+    parser.add_argument("--backend", default=None, choices=BACKENDS,
+                        help="who runs the models: 'local' model servers in subprocesses (default), or 'ray': "
+                             "each model version a Ray Serve deployment on a Ray cluster (pip install 'cogkit[ray]')")
+    parser.add_argument("--ray-address", default=None, metavar="HOST:PORT",
+                        help="the Ray cluster for --backend ray: the address 'ray start --head' printed, or 'auto' "
+                             "(default: $RAY_ADDRESS, else a Ray started inside the hub)")
 
 
 _MODEL_KEYS = {
-    "path", "url", "weights", "env", "max_instances", "idle_timeout", "hardware", "description",
+    "path", "url", "weights", "env", "max_instances", "min_instances", "idle_timeout", "cpus", "memory",
+    "hardware", "description",
     "cover_image_url", "visibility", "github_url", "paper_url", "license_url",
 }
 
@@ -133,10 +158,17 @@ def _model_from_yaml(ref: str, raw: Any, where: str) -> ModelSpec:
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}.env: expected a mapping of names to strings")
             spec.env = {str(k): str(v) for k, v in value.items()}
-        elif key in ("max_instances",):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{where}.{key}: must be an integer >= 1")
+        elif key in ("max_instances", "min_instances"):
+            low = 1 if key == "max_instances" else 0
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigError(f"{where}.{key}: must be an integer >= {low}")
             setattr(spec, key, value)
+        elif key == "cpus":
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{where}.cpus: must be a number > 0 (CPUs a Ray replica reserves)")
+            spec.cpus = float(value)
+        elif key == "memory":
+            spec.memory = parse_memory(value, f"{where}.memory")
         elif key == "idle_timeout":
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{where}.idle_timeout: must be a number of seconds > 0")
@@ -151,6 +183,8 @@ def _model_from_yaml(ref: str, raw: Any, where: str) -> ModelSpec:
             setattr(spec, key, value)
     if bool(spec.path) == bool(spec.url):
         raise ConfigError(f"{where}: give exactly one of path (a cog.yaml folder) or url (a running Cog server)")
+    if spec.min_instances > spec.max_instances:
+        raise ConfigError(f"{where}.min_instances: {spec.min_instances} is more than max_instances ({spec.max_instances})")
     return spec
 
 
@@ -175,11 +209,12 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str] | None = Non
     raw: dict[str, Any] = load_hub_yaml(args.config) if args.config else {}
     base = Path(args.config).resolve().parent if args.config else Path.cwd()
     allowed = {"host", "port", "db", "token", "data_dir", "public_url", "models", "collections", "username",
-               "max_body_bytes", "max_file_bytes", "fetch_timeout", "shutdown_grace", "boot_timeout", "page_size"}
+               "max_body_bytes", "max_file_bytes", "fetch_timeout", "shutdown_grace", "boot_timeout", "page_size",
+               "backend", "ray_address"}
     unknown = set(raw) - allowed
     if unknown:
         raise ConfigError(f"{args.config}: unknown key(s) {', '.join(sorted(unknown))}")
-    for key in ("host", "token", "public_url", "username"):
+    for key in ("host", "token", "public_url", "username", "backend", "ray_address"):
         if key in raw:
             setattr(s, key, str(raw[key]))
     for key in ("port", "max_body_bytes", "max_file_bytes", "page_size"):
@@ -222,6 +257,14 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str] | None = Non
         s.data_dir = str(Path(args.data_dir).resolve())
     if args.public_url:
         s.public_url = args.public_url
+    s.backend = args.backend or s.backend
+    if s.backend not in BACKENDS:
+        raise ConfigError(f"backend: {s.backend!r} is not one of: {', '.join(BACKENDS)}")
+    s.ray_address = args.ray_address or s.ray_address
+    if s.ray_address and s.backend != "ray":
+        raise ConfigError("--ray-address: only applies with --backend ray")
+    if s.backend == "ray":
+        s.ray_address = s.ray_address or env.get("RAY_ADDRESS") or None
     s.token = args.token or env.get("COGKIT_HUB_TOKEN") or s.token
     for value in args.model:
         ref, target = _pair(value, "--model")
