@@ -5,7 +5,7 @@ Same interface as ``runner.Pool`` / ``runner.Instance`` (``submit``, ``keep_warm
 ``close``; ``predict``, ``begun``, ``cancel``), so the hub's engine does not know which
 backend runs a version. The hub keeps the API, the database, its FIFO queue, webhooks and
 files; Ray only runs models (``ray_replica.ModelReplica``). A prediction is handed to Ray
-when the pool has room for it (up to twice what the replicas can run at once: Ray's
+when the pool has room for it (as many as ``max_instances`` replicas can run at once: Ray's
 autoscaler sees the demand, the rest waits in the hub's queue), streams its events back
 through Ray, and is canceled by canceling that stream.
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -55,6 +56,8 @@ class RayCluster:
 
     async def connect(self) -> None:
         ray, serve = _import_ray()
+        # Ray's fatal-signal handler would print a stack dump on the SIGTERM that stops the hub
+        os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
 
         def connect() -> None:
             # in a thread, so Ray leaves the hub's signal handlers alone (its warning about that is
@@ -235,7 +238,11 @@ class RayPool:
 
     @property
     def capacity(self) -> int:
-        return 2 * max(1, self.target.max_instances) * max(1, self.target.slots)
+        """Predictions handed to Ray at once: what ``max_instances`` replicas can run. That is
+        demand enough for the autoscaler to reach the maximum, and no more: a request that waits
+        in Ray's router for a busy replica is retried with back-off (measured: 2 replicas gave
+        1.69x one replica with twice this, 1.9x with this; bench/hub_ray.py)."""
+        return max(1, self.target.max_instances) * max(1, self.target.slots)
 
     def submit(self, job: Job, on_boot_error: Callable[[str], Awaitable[None]]) -> None:
         self.queue.put_nowait((job, on_boot_error))

@@ -48,6 +48,7 @@ def _args(*argv: str):
     (["--model", "acme/x=/definitely/not/here"], "has no cog.yaml"),
     (["--weights", "acme/other=/tmp"], "is not a model given with --model"),
     (["--public-url", "ftp://x"], "must start with https://"),
+    (["--ray-address", "127.0.0.1:6379"], "--ray-address: only applies with --backend ray"),
 ])
 def test_bad_options_are_clear_errors(argv, message):
     with pytest.raises(ConfigError) as info:
@@ -61,6 +62,12 @@ def test_bad_options_are_clear_errors(argv, message):
     ("models:\n  acme/x:\n    max_instances: 0\n    path: .", "max_instances: must be an integer >= 1"),
     ("models:\n  acme/x:\n    flavour: 1", "unknown key(s) flavour"),
     ("page_size: lots", "page_size must be a positive integer"),
+    ("backend: k8s", "backend: 'k8s' is not one of: local, ray"),
+    ("models:\n  acme/x:\n    min_instances: -1\n    path: .", "min_instances: must be an integer >= 0"),
+    ("models:\n  acme/x:\n    min_instances: 3\n    max_instances: 2\n    path: .",
+     "min_instances: 3 is more than max_instances (2)"),
+    ("models:\n  acme/x:\n    cpus: 0\n    path: .", "cpus: must be a number > 0"),
+    ("models:\n  acme/x:\n    memory: lots\n    path: .", "memory: must be a positive number of bytes or a size"),
 ])
 def test_bad_hub_yaml_is_a_clear_error(tmp_path, yaml_text, message):
     cfg = tmp_path / "hub.yaml"
@@ -80,6 +87,20 @@ def test_hub_yaml_models_and_env_token(tmp_path):
     (m,) = s.models
     assert (m.full_name, m.max_instances, m.env, m.description) == ("acme/hello", 2, {"GREETING": "hi"}, "says hello")
     assert s.collections[0].models == ["acme/hello"]
+
+
+def test_ray_backend_options(tmp_path):
+    cfg = tmp_path / "hub.yaml"
+    cfg.write_text(f"backend: ray\nmodels:\n  acme/hello:\n    path: {CONFORMANCE / 'hello'}\n    min_instances: 1\n"
+                   "    max_instances: 3\n    cpus: 0.5\n    memory: 1.5GiB\n")
+    s = settings_from(_args("--config", str(cfg)), environ={"RAY_ADDRESS": "10.0.0.1:6379"})
+    (m,) = s.models
+    assert (s.backend, s.ray_address) == ("ray", "10.0.0.1:6379")
+    assert (m.min_instances, m.max_instances, m.cpus, m.memory) == (1, 3, 0.5, int(1.5 * 2**30))
+    s = settings_from(_args("--config", str(cfg), "--ray-address", "auto"), environ={"RAY_ADDRESS": "x:1"})
+    assert s.ray_address == "auto"
+    # RAY_ADDRESS alone does not switch the backend
+    assert settings_from(_args(), environ={"RAY_ADDRESS": "x:1"}).backend == "local"
 
 
 def test_a_broken_model_is_a_clear_start_up_error(tmp_path):
