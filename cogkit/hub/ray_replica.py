@@ -34,28 +34,33 @@ class ModelReplica:
         # retries it a few times, then marks the deployment failed with this message
         self.boot_time = await self.instance.start(boot_timeout)
 
-    async def run(self, pid: str, noun: str, model_input: dict[str, Any]) -> AsyncIterator[tuple[str, Any]]:
-        """Run one prediction; yields ``(event, data)``: ``start``, ``log``, ``output``,
-        ``metric``, then ``completed`` (the final Cog prediction body), or ``refused``
-        (the server's status and body) or ``gone`` (its server stopped)."""
+    async def run(self, pid: str, noun: str, model_input: dict[str, Any]) -> AsyncIterator[list[tuple[str, Any]]]:
+        """Run one prediction; yields batches of ``(event, data)``: ``start``, ``log``,
+        ``output``, ``metric``, then ``completed`` (the final Cog prediction body), or
+        ``refused`` (the server's status and body) or ``gone`` (its server stopped). A batch is
+        what one read from the server brought: each yield is a message through Ray, so fewer
+        is faster (a fast prediction's start, output and completed often come in one)."""
         url = self.instance.url + "/playground/predictions"  # the server's SSE transport for any model
         finished = False
         try:
             async with self.client.stream("POST", url, json={"id": pid, "input": model_input},
                                           headers={"accept": "text/event-stream"}) as r:
-                async for event, data in _events(r):
-                    if event in ("completed", "refused"):
-                        finished = True
-                    yield event, data
+                parser = _EventParser()
+                async for chunk in r.aiter_bytes():
+                    batch = parser.feed(chunk)
+                    if not batch:
+                        continue
+                    finished = any(event in ("completed", "refused") for event, _ in batch)
+                    yield batch
                     if finished:
                         return
             finished = True
-            yield "gone", {"error": "the model server ended the event stream before the prediction finished"}
+            yield [("gone", {"error": "the model server ended the event stream before the prediction finished"})]
         except httpx.TransportError as exc:
             finished = True
             code = self.instance.proc.returncode if self.instance.proc is not None else None
-            yield "gone", {"error": "the model server stopped while running the prediction"
-                           f"{f' (exit code {code})' if code is not None else ''}: {exc}"}
+            yield [("gone", {"error": "the model server stopped while running the prediction"
+                             f"{f' (exit code {code})' if code is not None else ''}: {exc}"})]
         finally:
             if not finished:  # canceled by the hub (Ray cancels this task), or the stream broke
                 await asyncio.shield(self._settle_cancel(pid, noun))
@@ -91,15 +96,24 @@ class ModelReplica:
             await self.client.aclose()
 
 
-async def _events(response: httpx.Response) -> AsyncIterator[tuple[str, Any]]:
-    """Server-sent events as ``(event, parsed JSON data)``; comments (keep-alives) skipped."""
-    event, data = "message", []
-    async for line in response.aiter_lines():
-        if not line:
-            if data:
-                yield event, json.loads("\n".join(data))
+class _EventParser:
+    """Server-sent events from the bytes as they come: ``(event, parsed JSON data)`` for each
+    complete event; comments (keep-alives) skipped."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+
+    def feed(self, chunk: bytes) -> list[tuple[str, Any]]:
+        self.buffer += chunk
+        *blocks, self.buffer = self.buffer.split(b"\n\n")
+        out = []
+        for block in blocks:
             event, data = "message", []
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].lstrip())
+            for line in block.decode().split("\n"):
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].lstrip())
+            if data:
+                out.append((event, json.loads("\n".join(data))))
+        return out

@@ -172,27 +172,28 @@ class RayInstance:
         relaying = asyncio.ensure_future(relay())
         self._response = self.pool.handle.options(stream=True).run.remote(pid, noun, model_input)
         try:
-            async for event, data in self._response:
-                if event == "start":
-                    self._started.set()
-                elif event == "log":
-                    logs.append(data.get("data", ""))
-                    dirty.set()
-                elif event == "output":
-                    output.append(data.get("chunk"))
-                    dirty.set()
-                elif event == "completed":
-                    return data
-                elif event == "refused":
-                    status, body = data.get("status"), data.get("body")
-                    if status == 422:
-                        detail = body.get("detail") if isinstance(body, dict) else body
-                        raise ValueError(detail if isinstance(detail, str) else str(detail))
-                    raise NotStarted(f"the replica's model server answered {status}: {body}")
-                elif event == "gone":
-                    if not self._started.is_set():
-                        raise NotStarted(data.get("error", "the model server is gone"))
-                    raise ServerGone(data.get("error", "the model server stopped"))
+            async for batch in self._response:
+                for event, data in batch:
+                    if event == "start":
+                        self._started.set()
+                    elif event == "log":
+                        logs.append(data.get("data", ""))
+                        dirty.set()
+                    elif event == "output":
+                        output.append(data.get("chunk"))
+                        dirty.set()
+                    elif event == "completed":
+                        return data
+                    elif event == "refused":
+                        status, body = data.get("status"), data.get("body")
+                        if status == 422:
+                            detail = body.get("detail") if isinstance(body, dict) else body
+                            raise ValueError(detail if isinstance(detail, str) else str(detail))
+                        raise NotStarted(f"the replica's model server answered {status}: {body}")
+                    elif event == "gone":
+                        if not self._started.is_set():
+                            raise NotStarted(data.get("error", "the model server is gone"))
+                        raise ServerGone(data.get("error", "the model server stopped"))
             raise ServerGone("the Ray replica ended the prediction's stream without a result")
         except TaskCancelledError:
             if self._canceled:
