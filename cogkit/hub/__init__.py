@@ -1,5 +1,6 @@
 """``cogkit hub``: a self-hosted Replicate. Replicate's v1 HTTP API (FastAPI, uvicorn) in
-front of many models, each run by its own ``cogkit serve`` processes (``runner``), with
+front of many models, each run by its own ``cogkit serve`` processes (``runner``, or Ray
+Serve deployments with ``--backend ray``: ``ray_runner``), with
 predictions, files, deployments and a webhook outbox in SQLite or PostgreSQL (``db``).
 
 Public surface: ``create_app`` (the ASGI app), ``run`` (the command), ``HubSettings``.

@@ -242,7 +242,7 @@ class RayPool:
         """Predictions handed to Ray at once: what ``max_instances`` replicas can run. That is
         demand enough for the autoscaler to reach the maximum, and no more: a request that waits
         in Ray's router for a busy replica is retried with back-off (measured: 2 replicas gave
-        1.69x one replica with twice this, 1.9x with this; bench/hub_ray.py)."""
+        1.69x one replica with twice this, 1.79x with this; bench/hub_ray.py)."""
         return max(1, self.target.max_instances) * max(1, self.target.slots)
 
     def submit(self, job: Job, on_boot_error: Callable[[str], Awaitable[None]]) -> None:

@@ -28,7 +28,7 @@ def test_help_exits_0_and_names_the_options():
     proc = _cogkit("hub", "--help")
     assert proc.returncode == 0
     for flag in ("--host", "--port", "--db", "--token", "--config", "--model", "--weights", "--data-dir",
-                 "--public-url"):
+                 "--public-url", "--backend", "--ray-address"):
         assert flag in proc.stdout
 
 
