@@ -33,11 +33,15 @@ UPSCALE_DELAY = 1.0  # seconds of sustained demand before Ray adds a replica
 LOOK_BACK = 2.0  # seconds of load Ray's autoscaler averages over
 METRICS_INTERVAL = 0.5  # seconds between the load reports it averages
 HEALTH_PERIOD = 2.0  # seconds between a replica's health checks
+WATCH_INTERVAL = 1.0  # seconds between checks that a deployment can start replicas
 
 OnEvent = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
 def _import_ray() -> Any:
+    # Ray's fatal-signal handler would print a stack dump on the SIGTERM that stops the hub
+    # (read when Ray's core library loads)
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     try:
         import ray
         from ray import serve
@@ -56,8 +60,6 @@ class RayCluster:
 
     async def connect(self) -> None:
         ray, serve = _import_ray()
-        # Ray's fatal-signal handler would print a stack dump on the SIGTERM that stops the hub
-        os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
 
         def connect() -> None:
             # in a thread, so Ray leaves the hub's signal handlers alone (its warning about that is
@@ -68,8 +70,8 @@ class RayCluster:
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise CogkitError(f"--ray-address: cannot connect to the Ray cluster at {self.address or '(local)'}: "
                                   f"{exc}") from None
-            serve.start(proxy_location="Disabled")  # the hub owns HTTP; Ray serves no routes of its own
             logging.getLogger("ray.serve").setLevel(logging.WARNING)  # not a line per deploy in the hub's log
+            serve.start(proxy_location="Disabled")  # the hub owns HTTP; Ray serves no routes of its own
 
         await asyncio.to_thread(connect)
 
@@ -91,17 +93,35 @@ class RayCluster:
                 raise ServerGone(f"Ray could not start a replica of this model: {exc}") from None
         return handle
 
+    async def problem(self, key: str) -> str | None:
+        """Why the version's deployment cannot run anything now (no replica running and Ray
+        gave up starting one), else None."""
+        _, serve = _import_ray()
+        try:
+            status = await asyncio.to_thread(serve.status)
+        except Exception as exc:  # the cluster is gone: say so rather than wait forever
+            return f"the Ray cluster does not answer: {_first_line(exc)}"
+        app = status.applications.get(app_name(key))
+        deployment = app.deployments.get("model") if app is not None else None
+        if deployment is None or deployment.replica_states.get("RUNNING"):
+            return None
+        if str(getattr(deployment.status, "value", deployment.status)) not in ("UNHEALTHY", "DEPLOY_FAILED"):
+            return None
+        return "Ray could not start a replica of this model: " + _constructor_error(deployment.message)
+
     async def delete(self, key: str) -> None:
         _, serve = _import_ray()
         async with self._lock:
             try:
-                await asyncio.to_thread(serve.delete, app_name(key))
+                # not waiting for the replicas' graceful stop: the hub's shutdown stays within its 15 s
+                await asyncio.to_thread(serve.delete, app_name(key), _blocking=False)
             except Exception as exc:  # the cluster may be gone already
                 log.warning("could not delete Ray application %s: %s", app_name(key), exc)
 
     async def close(self) -> None:
-        ray, _ = _import_ray()
-        await asyncio.to_thread(ray.shutdown)  # disconnects; a cluster started elsewhere keeps running
+        """Nothing to do: Ray disconnects at the hub's exit (a cluster started elsewhere keeps
+        running). An explicit ``ray.shutdown()`` here raced Serve's router threads, which
+        then tried to reconnect and logged tracebacks."""
 
 
 def app_name(key: str) -> str:
@@ -143,6 +163,7 @@ class RayInstance:
         self._response: Any = None
         self._started = asyncio.Event()
         self._canceled = False
+        self._failure: str | None = None  # why the pool gave up on it before it started
 
     async def begun(self) -> None:
         """Returns once a replica has started the prediction (until then it is queued)."""
@@ -171,11 +192,13 @@ class RayInstance:
 
         relaying = asyncio.ensure_future(relay())
         self._response = self.pool.handle.options(stream=True).run.remote(pid, noun, model_input)
+        self.pool.waiting(self)
         try:
             async for batch in self._response:
                 for event, data in batch:
                     if event == "start":
                         self._started.set()
+                        self.pool.started(self)
                     elif event == "log":
                         logs.append(data.get("data", ""))
                         dirty.set()
@@ -196,6 +219,8 @@ class RayInstance:
                         raise ServerGone(data.get("error", "the model server stopped"))
             raise ServerGone("the Ray replica ended the prediction's stream without a result")
         except TaskCancelledError:
+            if self._failure is not None:
+                raise ServerGone(self._failure) from None
             if self._canceled:
                 return {"status": "canceled", "output": output or None, "logs": "".join(logs)}
             raise ServerGone("Ray canceled the prediction") from None
@@ -208,6 +233,7 @@ class RayInstance:
         except RayTaskError as exc:
             raise ServerGone(f"the Ray replica failed: {_first_line(exc)}") from None
         finally:
+            self.pool.started(self)
             async with sending:  # a live update being written goes first; the final answer has the rest
                 relaying.cancel()
 
@@ -215,6 +241,24 @@ class RayInstance:
         self._canceled = True
         if self._response is not None:
             self._response.cancel()
+
+    def fail(self, reason: str) -> None:
+        """Give up before a replica took it (the deployment cannot start one)."""
+        self._failure = reason
+        if self._response is not None:
+            self._response.cancel()
+
+
+def _constructor_error(message: str) -> str:
+    """The replica's own error out of Serve's status message (which wraps it in a traceback)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", message or "")
+    text = "\n".join(line for line in text.splitlines() if not line.startswith("ray::"))  # Ray's actor banner
+    marker = "ServerGone: "
+    at = text.rfind(marker)
+    if at >= 0:
+        return text[at + len(marker):].strip()
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return "\n".join(lines[-5:]) or "(no reason given)"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -236,6 +280,8 @@ class RayPool:
         self.handle: Any = None
         self.inflight = 0
         self._deploying: asyncio.Task[None] | None = None
+        self._waiting: set[RayInstance] = set()  # handed to Ray, no replica has started them yet
+        self._watcher: asyncio.Task[None] | None = None
 
     @property
     def capacity(self) -> int:
@@ -292,6 +338,28 @@ class RayPool:
         finally:
             self.inflight -= 1
             self._dispatch()
+
+    def waiting(self, inst: RayInstance) -> None:
+        self._waiting.add(inst)
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.ensure_future(self._watch())
+
+    def started(self, inst: RayInstance) -> None:
+        self._waiting.discard(inst)
+
+    async def _watch(self) -> None:
+        """While predictions wait for a replica, check that Ray can still start one: a model
+        whose setup fails would otherwise leave them waiting in Ray's router for ever."""
+        while self._waiting and not self.closing:
+            await asyncio.sleep(WATCH_INTERVAL)
+            if not self._waiting:
+                return
+            problem = await self.cluster.problem(self.target.key)
+            if problem is not None:
+                log.warning("%s: %s", app_name(self.target.key), problem)
+                for inst in list(self._waiting):
+                    self._waiting.discard(inst)
+                    inst.fail(problem)
 
     async def close(self, grace: float) -> None:
         self.closing = True

@@ -38,6 +38,9 @@ models:
   acme/concat:
     path: {CONFORMANCE / "concat_iterator"}
     cpus: 0.1
+  acme/bad-setup:
+    path: {FIXTURES / "bad_setup"}
+    cpus: 0.1
   acme/burn:
     path: {FIXTURES / "burn"}
     min_instances: 1
@@ -156,6 +159,15 @@ def test_cancel_reaches_the_replica(ray_hub):
     # the replica stopped the model: the next prediction runs at once, not after 20 s of tokens
     q = _create(ray_hub, "acme/concat", {"count": 3}, wait=True)
     assert q["status"] == "succeeded" and time.monotonic() - t0 < 15, q
+
+
+def test_a_model_whose_setup_fails_fails_its_prediction_with_the_reason(ray_hub):
+    p = _create(ray_hub, "acme/bad-setup", {})
+    done = wait_for("the prediction to fail", lambda: (lambda b: b if b["status"] not in ("starting", "processing")
+                                                       else None)(_get(ray_hub, p["id"])), 120)
+    assert done["status"] == "failed", done
+    assert "Ray could not start a replica" in done["error"] and "weights are missing" in done["error"], done["error"]
+    assert "loading weights" in done["error"]  # the setup logs come with it
 
 
 def test_scales_from_one_to_two_replicas_and_back(ray_hub):
