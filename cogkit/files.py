@@ -2,8 +2,11 @@
 
 Inputs: values of file-typed inputs (``format: uri`` in the schema) that are http(s)
 or data URLs are fetched into a per-prediction work folder before the worker sees
-them; everything else is passed through as a plain path string, as Cog does (so
-``file://`` and other schemes are never dereferenced). Outputs: ``data_url`` encodes
+them: streamed to disk under a size cap (``COGKIT_MAX_INPUT_BYTES``, 1 GiB), with
+connect/read timeouts and a deadline for the whole download, redirects only to http(s),
+and a file name made safe from the URL. A URL of any other scheme (``file://``,
+``ftp://``, ...) is refused with an error naming the input; a plain path is passed
+through as Cog does (the CLI's local files). Outputs: ``data_url`` encodes
 a file the predictor returned (the server); the CLI writes them to disk instead
 (cogkit.cli.outputs), with names made by ``safe_filename``.
 """
@@ -27,9 +30,14 @@ from cogkit.exceptions import CogkitError
 from cogkit.openapi import input_schema
 from cogkit.worker.protocol import FileInput
 
-# Limits for fetched inputs; overridable per deployment.
-MAX_INPUT_BYTES = int(os.environ.get("COGKIT_MAX_INPUT_FILE_BYTES", str(2 * 1024**3)))
-FETCH_TIMEOUT = float(os.environ.get("COGKIT_INPUT_FETCH_TIMEOUT", "10"))
+# Limits for fetched inputs; overridable per deployment (COGKIT_MAX_INPUT_FILE_BYTES is the
+# older name of the size cap).
+MAX_INPUT_BYTES = int(os.environ.get("COGKIT_MAX_INPUT_BYTES") or os.environ.get("COGKIT_MAX_INPUT_FILE_BYTES")
+                      or str(1 << 30))
+FETCH_TIMEOUT = float(os.environ.get("COGKIT_INPUT_FETCH_TIMEOUT", "10"))  # connect, and each read
+FETCH_DEADLINE = float(os.environ.get("COGKIT_INPUT_FETCH_DEADLINE", "300"))  # the whole download
+MAX_REDIRECTS = 5
+FETCHED_SCHEMES = ("http", "https")
 _CHUNK = 1 << 20
 _MAX_NAME_BYTES = 200
 
@@ -52,7 +60,16 @@ _PREFERRED_EXT = {"image/jpeg": ".jpg", "text/plain": ".txt", "image/png": ".png
 
 
 class InputFileError(CogkitError):
-    """A file input could not be fetched (the prediction fails with this message)."""
+    """A file input could not be fetched or is not allowed. ``loc`` names the input (and
+    the list index) once ``prepare_inputs`` knows it."""
+
+    def __init__(self, message: str, loc: list[str | int] | None = None) -> None:
+        super().__init__(message)
+        self.loc = loc or []
+
+    @property
+    def field(self) -> str:
+        return ".".join(str(part) for part in self.loc)
 
 
 # --------------------------------------------------------------------------- names and types
@@ -85,9 +102,17 @@ def safe_filename(name: str) -> str:
     return name
 
 
+_DEVICE_NAMES = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+
+
 def filename_from_url(url: str) -> str:
+    """The name a downloaded input gets: the URL's last path segment, decoded, with no
+    directories, not hidden (no leading dot) and not a device name."""
     path = urllib.parse.urlparse(url).path
-    return safe_filename(urllib.parse.unquote_plus(os.path.basename(path)))
+    name = safe_filename(urllib.parse.unquote_plus(os.path.basename(path))).lstrip(".") or "file"
+    if name.split(".", 1)[0].lower() in _DEVICE_NAMES:
+        name = "_" + name
+    return name
 
 
 # --------------------------------------------------------------------------- data URLs
@@ -156,7 +181,20 @@ def _write_data_url(value: str, workdir: str) -> FileInput:
     return FileInput(path=dest, source=value, kind="data")
 
 
+def _client() -> Any:
+    import httpx
+
+    return httpx.AsyncClient(timeout=FETCH_TIMEOUT, follow_redirects=True, max_redirects=MAX_REDIRECTS)
+
+
 async def _download(client: Any, url: str, workdir: str) -> FileInput:
+    try:
+        return await asyncio.wait_for(_stream_to_disk(client, url, workdir), FETCH_DEADLINE)
+    except asyncio.TimeoutError:
+        raise InputFileError(f"{url} did not arrive within {FETCH_DEADLINE:g} s") from None
+
+
+async def _stream_to_disk(client: Any, url: str, workdir: str) -> FileInput:
     import httpx
 
     dest = os.path.join(_new_slot(workdir), filename_from_url(url) or "file")
@@ -166,6 +204,9 @@ async def _download(client: Any, url: str, workdir: str) -> FileInput:
             if resp.status_code >= 400:
                 kind = "Client" if resp.status_code < 500 else "Server"
                 raise InputFileError(f"{resp.status_code} {kind} Error: {resp.reason_phrase} for url: {url}")
+            length = resp.headers.get("content-length", "")
+            if length.isdigit() and int(length) > MAX_INPUT_BYTES:  # refused before a byte is stored
+                raise InputFileError(f"{url} is larger than the {MAX_INPUT_BYTES}-byte input limit")
             size = 0
             with open(dest, "wb") as f:
                 async for chunk in resp.aiter_bytes(_CHUNK):
@@ -175,6 +216,10 @@ async def _download(client: Any, url: str, workdir: str) -> FileInput:
                     f.write(chunk)
     except httpx.TimeoutException as exc:
         raise InputFileError(f"timed out after {FETCH_TIMEOUT:g} s fetching {url}") from exc
+    except httpx.UnsupportedProtocol as exc:  # a redirect to file://, ftp://, ...
+        raise InputFileError(f"could not fetch {url}: it redirects to a URL that is not http(s)") from exc
+    except httpx.TooManyRedirects as exc:
+        raise InputFileError(f"could not fetch {url}: more than {MAX_REDIRECTS} redirects") from exc
     except (httpx.HTTPError, httpx.InvalidURL, ValueError, OSError) as exc:
         # ValueError covers URLs the client cannot even parse (bad IDNA host names, ...)
         raise InputFileError(f"could not fetch {url}: {exc}") from exc
@@ -187,13 +232,21 @@ async def _prepare_one(value: Any, workdir: str, client_box: list[Any]) -> Any:
     if value.startswith("data:"):
         return _write_data_url(value, workdir)
     scheme = urllib.parse.urlparse(value).scheme.lower()
-    if scheme in ("http", "https"):
+    if scheme in FETCHED_SCHEMES:
         if not client_box:
-            import httpx
-
-            client_box.append(httpx.AsyncClient(timeout=FETCH_TIMEOUT, follow_redirects=True))
+            client_box.append(_client())
         return await _download(client_box[0], value, workdir)
+    if scheme and ("://" in value or scheme == "file"):
+        raise InputFileError(f"{scheme}: URLs are not allowed (only http, https and data URLs are fetched)")
     return FileInput(path=value, source=value, kind="local")
+
+
+async def _prepare_named(name: str, index: int | None, value: Any, workdir: str, client_box: list[Any]) -> Any:
+    try:
+        return await _prepare_one(value, workdir, client_box)
+    except InputFileError as exc:
+        exc.loc = [name] if index is None else [name, index]
+        raise
 
 
 async def prepare_inputs(
@@ -220,7 +273,7 @@ async def prepare_inputs(
                 out[name] = list(value)
             else:
                 jobs.append((name, None, value))
-        tasks = [asyncio.ensure_future(_prepare_one(v, workdir, client_box)) for _, _, v in jobs]
+        tasks = [asyncio.ensure_future(_prepare_named(name, index, v, workdir, client_box)) for name, index, v in jobs]
         try:
             results = await asyncio.gather(*tasks)
         except BaseException:
@@ -253,10 +306,16 @@ def fetch_to(url: str, dest: str | os.PathLike[str]) -> None:
         return
     import httpx
 
-    with httpx.Client(timeout=FETCH_TIMEOUT, follow_redirects=True) as client:
+    if urllib.parse.urlparse(url).scheme.lower() not in FETCHED_SCHEMES:
+        raise InputFileError(f"{url[:100]!r}: only http, https and data URLs are fetched")
+    with httpx.Client(timeout=FETCH_TIMEOUT, follow_redirects=True, max_redirects=MAX_REDIRECTS) as client:
         with client.stream("GET", url) as resp:
             if resp.status_code >= 400:
                 raise InputFileError(f"{resp.status_code} Error: {resp.reason_phrase} for url: {url}")
+            size = 0
             with open(dest, "wb") as f:
                 for chunk in resp.iter_bytes(_CHUNK):
+                    size += len(chunk)
+                    if size > MAX_INPUT_BYTES:
+                        raise InputFileError(f"{url} is larger than the {MAX_INPUT_BYTES}-byte input limit")
                     f.write(chunk)

@@ -170,9 +170,14 @@ async def _run_local(args: argparse.Namespace) -> int:
         if setup.status != "succeeded":
             display.close()
             raise CogkitError(f"model setup failed: {setup.error}")
-        from cogkit.files import prepare_inputs
+        from cogkit.files import InputFileError, prepare_inputs
 
-        prepared = await prepare_inputs(_localise_files(values, workdir), schema, workdir, mode)
+        try:
+            prepared = await prepare_inputs(_localise_files(values, workdir), schema, workdir, mode)
+        except InputFileError as exc:
+            display.close()
+            print_problems([f'invalid input "{exc.field}": {exc}'])
+            return 1
         display.phase(f"Running {words.noun}")
         return await _predict(worker, prepared, schema, args, display)
     finally:

@@ -472,7 +472,8 @@ class PredictionService:
             try:
                 inputs = await fetch
             except InputFileError as exc:
-                pred.finish("failed", error=f"Input validation error: {exc}")
+                pred.input_error = exc
+                pred.finish("failed", error=f"Input validation error: {exc.field}: {exc}")
                 return
             except asyncio.CancelledError:
                 if not (pred.cancel_requested and fetch.cancelled()):

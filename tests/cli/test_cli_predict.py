@@ -311,3 +311,15 @@ def test_sigterm_stops_the_model_and_removes_temp_files(tmp_path: Path) -> None:
     assert proc.returncode == 143, err
     assert "Traceback" not in err
     assert list(tmp.iterdir()) == []
+
+
+def test_a_file_input_that_cannot_be_fetched_names_the_input(conformance_dir: Path, tmp_path: Path) -> None:
+    d = _fixture(conformance_dir, tmp_path, "types_zoo")
+    base = ["predict", "-i", "prompt=hi", "-i", "seed=7", "-i", "mode=quality", "-i", "level=3", "-i", "temperature=1",
+            "-i", "flag=true", "-i", "api_key=k"]
+    r = cogkit(d, *base, "-i", "image=file:///etc/passwd")
+    assert r.returncode == 1 and r.stdout == ""
+    assert 'error: invalid input "image": file: URLs are not allowed' in r.stderr, r.stderr
+    r = cogkit(d, *base, "-i", "files=http://127.0.0.1:9/x.png")  # nothing listens on port 9
+    assert r.returncode == 1
+    assert 'error: invalid input "files.0": could not fetch http://127.0.0.1:9/x.png' in r.stderr, r.stderr

@@ -72,10 +72,16 @@ def test_data_url_and_http_inputs(server: str, tmp_path: Path) -> None:
 def test_http_error_and_other_schemes(server: str, tmp_path: Path) -> None:
     with pytest.raises(files.InputFileError, match=r"^404 Client Error: .* for url: http://127\.0\.0\.1:\d+/missing\.png$"):
         _prepare({"image": f"{server}/missing.png"}, tmp_path)
-    out = _prepare({"image": "file:///etc/passwd", "files": ["ftp://host/x.png", "/local/path.png"]}, tmp_path)
-    # never dereferenced: passed through as a plain path string, as Cog does
-    assert out["image"] == FileInput("file:///etc/passwd", "file:///etc/passwd", "local")
-    assert [f.kind for f in out["files"]] == ["local", "local"]
+    # other schemes are refused, naming the input (Cog passes them on as paths that fail in predict)
+    with pytest.raises(files.InputFileError, match=r"^file: URLs are not allowed") as info:
+        _prepare({"image": "file:///etc/passwd"}, tmp_path)
+    assert info.value.loc == ["image"]
+    with pytest.raises(files.InputFileError, match=r"^ftp: URLs are not allowed") as info:
+        _prepare({"files": ["/local/path.png", "ftp://host/x.png"]}, tmp_path)
+    assert info.value.loc == ["files", 1] and info.value.field == "files.1"
+    # a plain path is passed through as Cog does (the CLI's local files)
+    out = _prepare({"files": ["/local/path.png"]}, tmp_path)
+    assert out["files"] == [FileInput("/local/path.png", "/local/path.png", "local")]
 
 
 def test_a_failed_download_stops_the_others(server: str, tmp_path: Path) -> None:
