@@ -384,6 +384,8 @@ class Worker:
         try:
             result = await asyncio.wait_for(asyncio.shield(fut), timeout)
         except asyncio.TimeoutError:
+            if self._health_shared is fut:  # a later caller starts a fresh run, not this stale one
+                self._health_shared = None
             return False, f"Healthcheck failed: user-defined healthcheck timed out after {float(timeout)} seconds"
         return result.healthy, result.error
 

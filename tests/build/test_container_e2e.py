@@ -137,6 +137,27 @@ def _free_port() -> int:
     return free_port()
 
 
+# Waits are bounded generously: on a 2-core box running other work a registry or a model
+# server can take many times as long as on an idle one. What is slow fails with what it was.
+READY_TIMEOUT = 120.0
+
+
+def _wait_until(what: str, check, timeout: float = READY_TIMEOUT, proc: subprocess.Popen | None = None) -> None:
+    """Poll ``check()`` until it is true; fail after ``timeout`` s (or when ``proc`` exits)
+    with a message saying what did not happen."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"{what}: the process exited with {proc.returncode} first")
+        try:
+            if check():
+                return
+        except (httpx.HTTPError, ValueError, OSError):
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not within {timeout:.0f} s")
+
+
 def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10) -> str:
     """Stop a process this test started: ``sig``, then SIGKILL after ``timeout`` s.
     Returns what it printed (when its output was piped)."""
@@ -208,15 +229,11 @@ def _containers():
     reg = subprocess.Popen(["docker-registry", "serve", str(conf / "registry.yml")], stdout=reg_log,
                            stderr=subprocess.STDOUT)
     try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"http://{registry}/v2/", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise AssertionError(f"local registry did not start: {(work / 'registry.log').read_text()}")
+        try:
+            _wait_until("the local registry answering", lambda: httpx.get(f"http://{registry}/v2/", timeout=5)
+                        .status_code == 200, proc=reg)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{(work / 'registry.log').read_text()}") from None
         have = c.run("podman", "image", "inspect", BASE_TAG, "--format", '{{index .Labels "cogkit.ci.base"}}',
                      check=False).stdout.strip()
         if have != BASE_KEY:
@@ -337,7 +354,7 @@ def test_build_push_pull_run_predict(containers: Containers, tmp_path: Path, mon
     # run_image pulls the image back from the registry (host network, free port).
     for key in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF"):
         monkeypatch.setenv(key, containers.env[key])
-    with run_image(image, engine="podman", setup_timeout=120) as url:
+    with run_image(image, engine="podman", setup_timeout=READY_TIMEOUT * 2) as url:
         health = httpx.get(f"{url}/health-check", timeout=5).json()
         assert health["status"] == "READY"
         resp = httpx.post(f"{url}/predictions", json={"input": {"text": "world", "repeat": 2}}, timeout=60)
@@ -358,14 +375,11 @@ def test_build_push_pull_run_predict(containers: Containers, tmp_path: Path, mon
                              text=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and serve.poll() is None:
-            try:
-                if httpx.get(f"{url}/health-check", timeout=1).json().get("status") == "READY":
-                    break
-            except (httpx.HTTPError, ValueError):
-                pass
-            time.sleep(0.2)
+        try:
+            _wait_until("cogkit serve --image READY", lambda: httpx.get(f"{url}/health-check", timeout=5)
+                        .json().get("status") == "READY", proc=serve)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{_stop(serve, signal.SIGINT, timeout=30)[-3000:]}") from None
         resp = httpx.post(f"{url}/predictions", json={"input": {"text": "world", "repeat": 2}}, timeout=60)
         assert resp.json()["output"] == EXPECTED_OUTPUT
     finally:
@@ -391,7 +405,7 @@ def test_setup_failure_is_reported(containers: Containers, tmp_path: Path, monke
     for key in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF"):
         monkeypatch.setenv(key, containers.env[key])
     with pytest.raises(ImageRunError, match="model setup failed") as err:
-        with run_image(image, setup_timeout=120):
+        with run_image(image, setup_timeout=READY_TIMEOUT * 2):
             pass
     assert "weights are corrupt" in str(err.value)
     assert not _our_containers(containers)
@@ -408,10 +422,7 @@ def test_docker_cli_through_podmans_api(containers: Containers, tmp_path: Path) 
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     env = dict(containers.env, DOCKER_HOST=f"unix://{sock}")
     try:
-        for _ in range(100):
-            if sock.exists():
-                break
-            time.sleep(0.1)
+        _wait_until("podman's Docker API socket", sock.exists, proc=service)
         # The legacy docker builder cannot pass build secrets: a clear error, before building.
         with_secret = _model(tmp_path / "needs-secret", secret=True)
         proc = subprocess.run([sys.executable, "-m", "cogkit", "build", "-t", "localhost/needs-secret:ci"],
@@ -462,15 +473,8 @@ def test_push_failures_are_explained(containers: Containers, tmp_path: Path) -> 
     image = f"{registry}/locked:ci"
     nobody = f"127.0.0.1:{_free_port()}/gone:ci"
     try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"http://{registry}/v2/", timeout=1).status_code == 401:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise AssertionError("the htpasswd registry did not start")
+        _wait_until("the htpasswd registry answering 401",
+                    lambda: httpx.get(f"http://{registry}/v2/", timeout=5).status_code == 401, proc=reg)
         # With the right password the registry takes the push: the refusal below is about the login.
         auth = httpx.get(f"http://{registry}/v2/", auth=("ci", "pw"), timeout=5)
         assert auth.status_code == 200, auth.text
