@@ -57,6 +57,9 @@ class RayCluster:
     def __init__(self, address: str | None) -> None:
         self.address = address
         self._lock = asyncio.Lock()  # one Serve API call at a time (they are blocking calls in threads)
+        # the pool each application was last deployed for: a pool retired after a deployment
+        # changed must not delete the application its successor has already updated
+        self._owners: dict[str, object] = {}
 
     async def connect(self) -> None:
         ray, serve = _import_ray()
@@ -75,7 +78,7 @@ class RayCluster:
 
         await asyncio.to_thread(connect)
 
-    async def deploy(self, target: Target, min_instances: int, boot_timeout: float) -> Any:
+    async def deploy(self, target: Target, min_instances: int, boot_timeout: float, owner: object) -> Any:
         """Create or update the version's application; returns its handle once its
         ``min_instances`` replicas are running (at once when that is 0)."""
         _, serve = _import_ray()
@@ -91,6 +94,7 @@ class RayCluster:
                     wait_for_applications_running=True)
             except RuntimeError as exc:
                 raise ServerGone(f"Ray could not start a replica of this model: {exc}") from None
+            self._owners[name] = owner
         return handle
 
     async def problem(self, key: str) -> str | None:
@@ -109,9 +113,12 @@ class RayCluster:
             return None
         return "Ray could not start a replica of this model: " + _constructor_error(deployment.message)
 
-    async def delete(self, key: str) -> None:
+    async def delete(self, key: str, owner: object) -> None:
         _, serve = _import_ray()
         async with self._lock:
+            if self._owners.get(app_name(key)) is not owner:
+                return  # never deployed by this pool, or redeployed by another since
+            del self._owners[app_name(key)]
             try:
                 # not waiting for the replicas' graceful stop: the hub's shutdown stays within its 15 s
                 await asyncio.to_thread(serve.delete, app_name(key), _blocking=False)
@@ -307,7 +314,7 @@ class RayPool:
     async def _deploy_now(self) -> None:
         t0 = time.monotonic()
         try:
-            self.handle = await self.cluster.deploy(self.target, self.min_instances, self.boot_timeout)
+            self.handle = await self.cluster.deploy(self.target, self.min_instances, self.boot_timeout, self)
         except ServerGone as exc:
             log.warning("%s: %s", app_name(self.target.key), exc)
             while not self.queue.empty():  # nothing can run them: each fails with the reason
@@ -365,4 +372,4 @@ class RayPool:
         self.closing = True
         if self._deploying is not None:
             self._deploying.cancel()
-        await self.cluster.delete(self.target.key)
+        await self.cluster.delete(self.target.key, self)

@@ -217,6 +217,33 @@ def test_killed_replica_fails_its_prediction_and_is_replaced(ray_hub):
     assert q["status"] == "succeeded", q
 
 
+def test_deployments_run_on_ray_and_delete_removes_their_replicas(ray_hub):
+    c = ray_hub.client()
+    vid = c.get("/v1/models/acme/hello").json()["latest_version"]["id"]
+    r = c.post("/v1/deployments", json={"name": "hello-dep", "model": "acme/hello", "version": vid,
+                                        "hardware": "cpu", "min_instances": 1, "max_instances": 1})
+    assert r.status_code == 201, r.text
+    owner = r.json()["owner"]
+    mine = f"ServeReplica:cogkit-{vid}_{owner}_hello-dep:"
+    wait_for("the deployment's min_instances replica", lambda: len(replicas(mine)) == 1, 120)
+
+    def run(text: str) -> None:
+        r = c.post(f"/v1/deployments/{owner}/hello-dep/predictions", json={"input": {"text": text}},
+                   headers={"Prefer": "wait=60"})
+        ray_hub.created.append(r.json()["id"])
+        assert r.json()["output"] == f"hello {text}", r.text
+
+    run("dep")
+    # a new release: the retired pool must not delete the application its successor updated
+    assert c.patch(f"/v1/deployments/{owner}/hello-dep", json={"max_instances": 2}).status_code == 200
+    run("again")
+    time.sleep(3)
+    assert len(replicas(mine)) == 1
+    run("still")
+    assert c.delete(f"/v1/deployments/{owner}/hello-dep").status_code == 204
+    wait_for("the deleted deployment's replica to stop", lambda: not replicas(mine), 60)
+
+
 def test_nothing_is_lost_in_the_database(ray_hub):
     seen: dict[str, str] = {}
     with ray_hub.client() as c:
