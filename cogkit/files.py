@@ -4,9 +4,9 @@ Inputs: values of file-typed inputs (``format: uri`` in the schema) that are htt
 or data URLs are fetched into a per-prediction work folder before the worker sees
 them: streamed to disk under a size cap (``COGKIT_MAX_INPUT_BYTES``, 1 GiB), with
 connect/read timeouts and a deadline for the whole download, redirects only to http(s),
-and a file name made safe from the URL. A URL of any other scheme (``file://``,
-``ftp://``, ...) is refused with an error naming the input; a plain path is passed
-through as Cog does (the CLI's local files). Outputs: ``data_url`` encodes
+and a file name made safe from the URL. A ``file://`` URL is refused with an error
+naming the input; anything else (a plain path, ``ftp://...``) is passed through as a path,
+never dereferenced, as Cog 0.23.1 does (the CLI's local files). Outputs: ``data_url`` encodes
 a file the predictor returned (the server); the CLI writes them to disk instead
 (cogkit.cli.outputs), with names made by ``safe_filename``.
 """
@@ -236,8 +236,8 @@ async def _prepare_one(value: Any, workdir: str, client_box: list[Any]) -> Any:
         if not client_box:
             client_box.append(_client())
         return await _download(client_box[0], value, workdir)
-    if scheme and ("://" in value or scheme == "file"):
-        raise InputFileError(f"{scheme}: URLs are not allowed (only http, https and data URLs are fetched)")
+    if scheme == "file":  # other schemes pass through as paths, as in Cog 0.23.1 (its goldens)
+        raise InputFileError("file: URLs are not allowed (only http, https and data URLs are fetched)")
     return FileInput(path=value, source=value, kind="local")
 
 

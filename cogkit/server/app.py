@@ -240,10 +240,6 @@ class App:
             req.disconnected.remove_done_callback(on_disconnect)
         if req.disconnected.done():
             return None  # nobody to answer
-        if pred.input_error is not None:  # a file input that could not be fetched is the client's 422
-            err = pred.input_error
-            return json_response(422, {"detail": [{"loc": ["body", "input", *err.loc], "msg": str(err),
-                                                   "type": "value_error"}]})
         return 200, httpio.JSON_HEADERS, jsonio.dumps(pred.body())
 
     async def _stream(

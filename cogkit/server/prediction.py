@@ -118,7 +118,6 @@ class Prediction:
         self.cancel_requested = False
         self.in_worker = False  # handed to the worker (cancel must go through it)
         self.fetching: asyncio.Future[Any] | None = None  # its input files being fetched (cancel stops it)
-        self.input_error: Any = None  # files.InputFileError: a file input could not be fetched (422 when sync)
         self.done = asyncio.Event()
 
     # ------------------------------------------------------------------ transitions

@@ -472,8 +472,8 @@ class PredictionService:
             try:
                 inputs = await fetch
             except InputFileError as exc:
-                pred.input_error = exc
-                pred.finish("failed", error=f"Input validation error: {exc.field}: {exc}")
+                # Cog 0.23.1's answer (its goldens): 200, failed, this error text
+                pred.finish("failed", error=f"Input validation error: {exc}")
                 return
             except asyncio.CancelledError:
                 if not (pred.cancel_requested and fetch.cancelled()):

@@ -76,12 +76,12 @@ def test_http_error_and_other_schemes(server: str, tmp_path: Path) -> None:
     with pytest.raises(files.InputFileError, match=r"^file: URLs are not allowed") as info:
         _prepare({"image": "file:///etc/passwd"}, tmp_path)
     assert info.value.loc == ["image"]
-    with pytest.raises(files.InputFileError, match=r"^ftp: URLs are not allowed") as info:
-        _prepare({"files": ["/local/path.png", "ftp://host/x.png"]}, tmp_path)
+    with pytest.raises(files.InputFileError, match=r"^file: URLs are not allowed") as info:
+        _prepare({"files": ["/local/path.png", "file:///etc/passwd"]}, tmp_path)
     assert info.value.loc == ["files", 1] and info.value.field == "files.1"
-    # a plain path is passed through as Cog does (the CLI's local files)
-    out = _prepare({"files": ["/local/path.png"]}, tmp_path)
-    assert out["files"] == [FileInput("/local/path.png", "/local/path.png", "local")]
+    # a plain path or another scheme is passed through, never dereferenced, as Cog 0.23.1 does
+    out = _prepare({"files": ["/local/path.png", "ftp://host/x.png"]}, tmp_path)
+    assert [f.kind for f in out["files"]] == ["local", "local"]
 
 
 def test_a_failed_download_stops_the_others(server: str, tmp_path: Path) -> None:

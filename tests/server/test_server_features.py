@@ -242,11 +242,9 @@ def test_file_inputs_by_data_url_and_http_url(start, project: Path) -> None:
         data = "data:text/plain;base64," + base64.b64encode(b"from data\n").decode()
         assert srv.predict({"f": data}).json()["output"] == "txt:from data\n"
         assert srv.predict({"f": recv.url("/files/in.txt")}).json()["output"] == "txt:hello file\n"
-        # a file that cannot be fetched is the client's 422 naming the input (Cog: 200, status failed)
-        r = srv.predict({"f": recv.url("/files/missing.txt")})
-        assert r.status_code == 422
-        [item] = r.json()["detail"]
-        assert item["loc"] == ["body", "input", "f"] and item["msg"].startswith("404 Client Error")
+        body = srv.predict({"f": recv.url("/files/missing.txt")}).json()
+        assert body["status"] == "failed"
+        assert body["error"].startswith("Input validation error: 404 Client Error")
     finally:
         recv.close()
 
