@@ -197,7 +197,7 @@ async def _download(client: Any, url: str, workdir: str) -> FileInput:
 async def _stream_to_disk(client: Any, url: str, workdir: str) -> FileInput:
     import httpx
 
-    dest = os.path.join(_new_slot(workdir), filename_from_url(url) or "file")
+    dest = os.path.join(_new_slot(workdir), filename_from_url(url))
     headers = {"User-Agent": os.environ["COG_USER_AGENT"]} if os.environ.get("COG_USER_AGENT") else {}
     try:
         async with client.stream("GET", url, headers=headers) as resp:

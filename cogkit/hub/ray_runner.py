@@ -181,7 +181,7 @@ class RayInstance:
                       on_event: OnEvent | None = None) -> dict[str, Any]:
         """Run one prediction; live outputs and logs go to ``on_event`` as Cog-shaped
         bodies (at most every RELAY_INTERVAL s); the final body is the answer."""
-        ray, _ = _import_ray()
+        _import_ray()
         from ray.exceptions import RayActorError, RayTaskError, TaskCancelledError
 
         output: list[Any] = []
