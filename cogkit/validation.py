@@ -21,7 +21,7 @@ import pydantic
 from pydantic import StrictBool, StrictFloat, StrictInt, StrictStr
 from pydantic_core import PydanticCustomError
 
-from cogkit.openapi import input_schema, resolve_property
+from cogkit.openapi import Interface, resolve_property
 
 _TYPE_NAMES = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean", "array": "array", "object": "object"}
 
@@ -130,10 +130,10 @@ class InputValidator:
     """Validates ``input`` objects for one predictor; build once, call per request."""
 
     def __init__(self, openapi_doc: dict[str, Any], mode: str = "predict") -> None:
-        schemas = openapi_doc["components"]["schemas"]
-        comp = input_schema(openapi_doc, mode)
-        self.properties: dict[str, dict[str, Any]] = comp.get("properties", {})
-        self.required: set[str] = set(comp.get("required", []))
+        self.interface = iface = Interface.of(openapi_doc, mode)
+        schemas = iface.schemas
+        self.properties: dict[str, dict[str, Any]] = iface.properties
+        self.required: set[str] = set(iface.required)
         self._rules = {name: _rules(prop, schemas) for name, prop in self.properties.items()}
         fields: dict[str, Any] = {}
         for name, prop in self.properties.items():

@@ -12,11 +12,21 @@ import difflib
 import json
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 from cogkit.exceptions import CogkitError
 from cogkit.files import path_to_data_url
-from cogkit.openapi import input_schema, resolve_property
+from cogkit.openapi import Interface
+from cogkit.worker.protocol import find_files, map_files
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A file input named on the command line (``-i image=@photo.png``), before it is
+    checked, sent (as a data URL) or copied into the work folder."""
+
+    path: str  # absolute
 
 
 def did_you_mean(name: str, candidates: list[str]) -> str:
@@ -29,7 +39,7 @@ def _read_file_value(raw: str, prop: dict[str, Any]) -> Any:
     path = os.path.expanduser(raw[1:])
     is_file = prop.get("format") == "uri" or (prop.get("items") or {}).get("format") == "uri"
     if is_file:
-        return ("@file", os.path.abspath(path))
+        return LocalFile(os.path.abspath(path))
     return _read_text(path)
 
 
@@ -79,8 +89,8 @@ def coerce(raw: str, prop: dict[str, Any]) -> Any:
 
 def parse_flags(flags: list[str], openapi_doc: dict[str, Any], mode: str = "predict") -> dict[str, Any]:
     """``["prompt=hi", "seed=3"]`` -> ``{"prompt": "hi", "seed": 3}``."""
-    schemas = openapi_doc["components"]["schemas"]
-    props: dict[str, Any] = input_schema(openapi_doc, mode).get("properties", {})
+    iface = Interface.of(openapi_doc, mode)
+    props = iface.properties
     values: dict[str, Any] = {}
     repeated: dict[str, list[Any]] = {}
     for flag in flags:
@@ -92,7 +102,7 @@ def parse_flags(flags: list[str], openapi_doc: dict[str, Any], mode: str = "pred
             raw = raw[1:-1]
         if name not in props:
             raise CogkitError(f'unknown input "{name}"{did_you_mean(name, list(props))}')
-        prop = resolve_property(props[name], schemas)
+        prop = iface.prop(name)
         if prop.get("type") == "array":
             item = coerce(raw, prop.get("items") or {}) if not raw.lstrip().startswith("[") else None
             if item is None:
@@ -119,12 +129,12 @@ def parse_json(text: str, openapi_doc: dict[str, Any], mode: str = "predict") ->
         raise CogkitError(f"--json is not valid JSON: {exc}") from exc
     if not isinstance(values, dict):
         raise CogkitError("--json must be a JSON object of inputs")
-    schemas = openapi_doc["components"]["schemas"]
-    props = input_schema(openapi_doc, mode).get("properties", {})
+    iface = Interface.of(openapi_doc, mode)
+    props = iface.properties
     for name, value in values.items():
         if name not in props:
             raise CogkitError(f'unknown input "{name}"{did_you_mean(name, list(props))}')
-        prop = resolve_property(props[name], schemas)
+        prop = iface.prop(name)
         if isinstance(value, str) and value.startswith("@"):
             values[name] = _read_file_value(value, prop)
         elif isinstance(value, list):
@@ -135,36 +145,19 @@ def parse_json(text: str, openapi_doc: dict[str, Any], mode: str = "predict") ->
 
 
 def file_markers_to_data_urls(values: dict[str, Any]) -> dict[str, Any]:
-    """Replace ``("@file", path)`` markers by data URLs (for sending over HTTP)."""
-
-    def conv(v: Any) -> Any:
-        if isinstance(v, tuple) and len(v) == 2 and v[0] == "@file":
-            return path_to_data_url(v[1])
-        if isinstance(v, list):
-            return [conv(x) for x in v]
-        return v
-
-    return {k: conv(v) for k, v in values.items()}
+    """Replace ``LocalFile`` markers by data URLs (for sending over HTTP)."""
+    return map_files(values, lambda f, _: path_to_data_url(f.path), LocalFile)
 
 
 def check_file_markers(values: dict[str, Any]) -> None:
-    for v in values.values():
-        for item in v if isinstance(v, list) else [v]:
-            if isinstance(item, tuple) and item and item[0] == "@file" and not os.path.isfile(item[1]):
-                raise CogkitError(f"no such file: {item[1]!r}")
+    for f in find_files(values, LocalFile):
+        if not os.path.isfile(f.path):
+            raise CogkitError(f"no such file: {f.path!r}")
 
 
 def for_validation(values: dict[str, Any]) -> dict[str, Any]:
     """The input object as the validator should see it (file markers as their path string)."""
-
-    def conv(v: Any) -> Any:
-        if isinstance(v, tuple) and len(v) == 2 and v[0] == "@file":
-            return v[1]
-        if isinstance(v, list):
-            return [conv(x) for x in v]
-        return v
-
-    return {k: conv(v) for k, v in values.items()}
+    return map_files(values, lambda f, _: f.path, LocalFile)
 
 
 def env_flags(flags: list[str]) -> dict[str, str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cogkit.files import extension_for, guess_mime, safe_filename
-from cogkit.worker.protocol import FileOutput
+from cogkit.worker.protocol import FileOutput, find_files, map_files
 
 
 @dataclass(frozen=True)
@@ -28,12 +28,11 @@ class Mode:
     noun: str  # in messages: "prediction failed with status ..."
     runner: str  # what cog.yaml names: "predictor" / "trainer"
     default_output: str | None  # -o when none is given (None: output.<ext>, text printed)
-    output_component: str  # the output's schema component
 
 
 MODES = {
-    "predict": Mode("predict", "prediction", "predictor", None, "Output"),
-    "train": Mode("train", "training", "trainer", "weights", "TrainingOutput"),
+    "predict": Mode("predict", "prediction", "predictor", None),
+    "train": Mode("train", "training", "trainer", "weights"),
 }
 
 
@@ -71,32 +70,19 @@ def _target(base: str | None, ext: str, index: int | None = None, key: str | Non
     return folder / safe_filename(f"{stem}{suffix}{base_ext or ext}")
 
 
-def has_files(value: Any) -> bool:
-    if isinstance(value, FileOutput):
-        return True
-    if isinstance(value, list):
-        return any(has_files(v) for v in value)
-    if isinstance(value, dict):
-        return any(has_files(v) for v in value.values())
-    return False
-
-
 def write_files(value: Any, base: str | None) -> tuple[Any, list[Path]]:
-    """Move every file in ``value`` to its place; returns (value with paths as strings, written paths)."""
+    """Move every file in ``value`` to its place; returns (value with paths as strings, written paths).
+    A file is named after the innermost list index and the dict keys that lead to it."""
     written: list[Path] = []
 
-    def walk(v: Any, index: int | None, key: str | None) -> Any:
-        if isinstance(v, FileOutput):
-            dest = _place(v, _target(base, _ext_of(v.path), index, key))
-            written.append(dest)
-            return str(dest)
-        if isinstance(v, list):
-            return [walk(x, i, key) for i, x in enumerate(v)]
-        if isinstance(v, dict):
-            return {k: walk(x, index, f"{key}.{k}" if key else str(k)) for k, x in v.items()}
-        return v
+    def place(f: FileOutput, where: tuple[Any, ...]) -> str:
+        index = next((k for k in reversed(where) if isinstance(k, int)), None)
+        key = ".".join(str(k) for k in where if not isinstance(k, int)) or None
+        dest = _place(f, _target(base, _ext_of(f.path), index, key))
+        written.append(dest)
+        return str(dest)
 
-    return walk(value, None, None), written
+    return map_files(value, place, FileOutput), written
 
 
 def render(
@@ -111,7 +97,7 @@ def render(
         return None, []
     if concatenate and isinstance(value, list) and all(isinstance(x, str) for x in value):
         value = "".join(value)
-    if has_files(value):
+    if find_files(value):
         shown, written = write_files(value, base)
         if isinstance(value, (FileOutput, list)) and all(
             isinstance(x, FileOutput) for x in (value if isinstance(value, list) else [value])
@@ -133,11 +119,5 @@ def render(
 
 def remove_owned(value: Any) -> None:
     """Delete temp copies the worker made for outputs that were never placed."""
-    if isinstance(value, FileOutput):
-        value.discard()
-    elif isinstance(value, list):
-        for v in value:
-            remove_owned(v)
-    elif isinstance(value, dict):
-        for v in value.values():
-            remove_owned(v)
+    for f in find_files(value):
+        f.discard()

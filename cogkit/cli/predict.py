@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import shutil
 import signal
 import sys
 import tempfile
-import time
 import uuid
 from typing import Any
 
@@ -87,19 +85,15 @@ def _collect_inputs(args: argparse.Namespace, schema: dict[str, Any], mode: str)
 
 def _localise_files(values: dict[str, Any], workdir: str) -> dict[str, Any]:
     """``@path`` inputs become copies in the work folder (the predictor may change them)."""
-    from cogkit.worker.protocol import FileInput
+    from cogkit.cli.inputs import LocalFile
+    from cogkit.worker.protocol import FileInput, map_files
 
-    def conv(v: Any) -> Any:
-        if isinstance(v, tuple) and len(v) == 2 and v[0] == "@file":
-            slot = tempfile.mkdtemp(dir=workdir, prefix="in-")
-            dest = os.path.join(slot, os.path.basename(v[1]))
-            shutil.copyfile(v[1], dest)
-            return FileInput(path=dest, source=v[1], kind="data")
-        if isinstance(v, list):
-            return [conv(x) for x in v]
-        return v
+    def copy(f: LocalFile, _: Any) -> FileInput:
+        dest = os.path.join(tempfile.mkdtemp(dir=workdir, prefix="in-"), os.path.basename(f.path))
+        shutil.copyfile(f.path, dest)
+        return FileInput(path=dest, source=f.path, kind="data")
 
-    return {k: conv(v) for k, v in values.items()}
+    return map_files(values, copy, LocalFile)
 
 
 async def _wait_setup(worker: Any, display: Any) -> Any:
@@ -170,10 +164,12 @@ async def _run_local(args: argparse.Namespace) -> int:
         if setup.status != "succeeded":
             display.close()
             raise CogkitError(f"model setup failed: {setup.error}")
-        from cogkit.files import InputFileError, prepare_inputs
+        from cogkit.openapi import Interface
+        from cogkit.worker.inputs import InputFileError, prepare_inputs
 
         try:
-            prepared = await prepare_inputs(_localise_files(values, workdir), schema, workdir, mode)
+            fields = Interface.of(schema, mode).file_inputs
+            prepared = await prepare_inputs(_localise_files(values, workdir), fields, workdir)
         except InputFileError as exc:
             display.close()
             print_problems([f'invalid input "{exc.field}": {exc}'])
@@ -187,31 +183,36 @@ async def _run_local(args: argparse.Namespace) -> int:
 
 
 async def _predict(worker: Any, inputs: dict[str, Any], schema: dict[str, Any], args: argparse.Namespace, display: Any) -> int:
-    from cogkit.cli.outputs import MODES, remove_owned, render
-    from cogkit.scope import MetricRecorder
-    from cogkit.scope import nest_metrics
-    from cogkit.worker import protocol as p
+    from cogkit.cli.outputs import MODES, remove_owned, render, write_files
+    from cogkit.openapi import Interface
+    from cogkit.worker.record import PredictionRecord
 
     words = MODES[args.mode]
-    out_schema = schema["components"]["schemas"][words.output_component]
+    iface = Interface.of(schema, args.mode)
     # Files go to -o, else to output.<ext> (train: weights.<ext>); text and JSON are
     # printed unless -o was given.
     base = args.output if args.output is not None else words.default_output
-    iterator = out_schema.get("x-cog-array-type") == "iterator"
-    concatenate = out_schema.get("x-cog-array-display") == "concatenate"
+    concatenate = iface.output_concatenates
     # Text items stream to stdout as they arrive, unless they go to a file (-o) or
     # into the --json record.
-    stream_text = (
-        iterator and (out_schema.get("items") or {}).get("type") == "string" and args.output is None and args.json is None
-    )
+    stream_text = iface.output_streams_text and args.output is None and args.json is None
     pred_id = f"cli-{uuid.uuid4().hex[:12]}"
-    started = time.monotonic()
-    handle = await worker.predict(pred_id, inputs, {})
-    items: list[Any] = []
-    metrics = MetricRecorder()  # replays the child's changes (incr and append send deltas)
-    logs: list[str] = []
-    terminal: Any = None
+    record = PredictionRecord(pred_id, iterator=iface.output_is_iterator)
     streamed = False
+
+    def on_change(change: str, data: Any) -> None:
+        nonlocal streamed
+        if change == "log":
+            display.log(data[0])
+        elif change == "output" and stream_text and isinstance(data[1], str):
+            display.pause()
+            sys.stdout.write(data[1] if concatenate else data[1] + "\n")
+            sys.stdout.flush()
+            streamed = True
+
+    record.subscribe(on_change)
+    handle = await worker.predict(pred_id, inputs, {})
+    record.start()
     loop = asyncio.get_running_loop()
     interrupted = False
 
@@ -227,44 +228,26 @@ async def _predict(worker: Any, inputs: dict[str, Any], schema: dict[str, Any], 
     loop.add_signal_handler(signal.SIGINT, on_sigint)
     try:
         async for ev in handle:
-            if isinstance(ev, p.Log):
-                logs.append(ev.text)
-                display.log(ev.text)
-            elif isinstance(ev, p.Output):
-                items.append(ev.value)
-                if stream_text and isinstance(ev.value, str):
-                    display.pause()
-                    sys.stdout.write(ev.value if concatenate else ev.value + "\n")
-                    sys.stdout.flush()
-                    streamed = True
-            elif isinstance(ev, p.Metric):
-                with contextlib.suppress(TypeError, ValueError):  # the child already checked it
-                    metrics.record(ev.name, ev.value, ev.mode)
-            elif isinstance(ev, p.TERMINAL):
-                terminal = ev
+            record.apply(ev)
     finally:
         loop.remove_signal_handler(signal.SIGINT)
-        if terminal is None:  # left early (stdout closed, Ctrl-C twice): stop the work too
-            remove_owned(items)
+        if not record.terminal:  # left early (stdout closed, Ctrl-C twice): stop the work too
+            remove_owned(record.output_items)
             await worker.cancel(pred_id)
     display.close()
+    if not record.terminal:
+        record.finish("failed", error=f"the {words.noun} ended without a result")
     if streamed and concatenate:
         sys.stdout.write("\n")
-    output = items if iterator else getattr(terminal, "output", None)
-    status = {p.Done: "succeeded", p.Failed: "failed", p.Canceled: "canceled"}.get(type(terminal), "failed")
-    error = getattr(terminal, "error", None) if terminal is not None else f"the {words.noun} ended without a result"
+    status, output, error = record.status, record.output, record.error
     if args.json is not None:
-        from cogkit.cli.outputs import write_files
-
         if status == "succeeded":
             shown, _ = write_files(output, base)
         else:
             shown = None
             remove_owned(output)
-        record = {"status": status, "output": shown, "error": error, "logs": "".join(logs),
-                  "metrics": {**nest_metrics(metrics.snapshot()),
-                              "predict_time": getattr(terminal, "predict_time", time.monotonic() - started)}}
-        print(json.dumps(record, indent=2))
+        print(json.dumps({"status": status, "output": shown, "error": error, "logs": record.logs,
+                          "metrics": record.metrics()}, indent=2))
         return 0 if status == "succeeded" else 1
     if status != "succeeded":
         remove_owned(output)
@@ -273,7 +256,7 @@ async def _predict(worker: Any, inputs: dict[str, Any], schema: dict[str, Any], 
     text, written = render(
         output, base, already_streamed=streamed, concatenate=concatenate, text_to_file=args.output is not None
     )
-    if output is None or (iterator and not items):
+    if output is None or (record.iterator and not output):
         print("warning: no output generated", file=sys.stderr)
     if text is not None:
         print(text)

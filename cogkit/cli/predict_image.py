@@ -54,6 +54,7 @@ def run_image(args: argparse.Namespace) -> int:
         print_validation_errors,
     )
     from cogkit.cli.outputs import MODES, render
+    from cogkit.openapi import Interface
     from cogkit.validation import InputValidator
 
     mode = args.mode
@@ -85,14 +86,13 @@ def run_image(args: argparse.Namespace) -> int:
     if status != "succeeded":
         print(f'error: {words.noun} failed with status "{status}": {body.get("error")}', file=sys.stderr)
         return 1
-    out_schema = schema["components"]["schemas"][words.output_component]
-    concatenate = out_schema.get("x-cog-array-display") == "concatenate"
+    iface = Interface.of(schema, mode)
     with tempfile.TemporaryDirectory(prefix="cogkit-image-out-") as tmpdir:
         text, written = render(
-            _files_from_data_urls(output, out_schema, tmpdir),
+            _files_from_data_urls(output, iface.output, tmpdir),
             args.output if args.output is not None else words.default_output,
             already_streamed=False,
-            concatenate=concatenate,
+            concatenate=iface.output_concatenates,
             text_to_file=args.output is not None,
         )
     if text is not None:

@@ -34,6 +34,8 @@ from cogkit.hub.logs import for_clients
 from cogkit.hub.outbox import Outbox, message
 from cogkit.hub.runner import Instance, NotStarted, Pool, ServerGone, Target
 from cogkit.hub.settings import HubSettings, ModelSpec
+from cogkit.openapi import Interface
+from cogkit.worker.protocol import find_files, map_files
 
 log = logging.getLogger("cogkit.hub")
 
@@ -113,16 +115,6 @@ def _is_url(value: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.netloc) and not any(c <= " " for c in value)
 
 
-def _walk(value: Any, fn: Any) -> Any:
-    if isinstance(value, str):
-        return fn(value)
-    if isinstance(value, list):
-        return [_walk(v, fn) for v in value]
-    if isinstance(value, dict):
-        return {k: _walk(v, fn) for k, v in value.items()}
-    return value
-
-
 def output_texts(value: Any) -> list[str]:
     """One server-sent ``output`` event per item of a list output, else one for the value."""
     items = value if isinstance(value, list) else [value]
@@ -150,11 +142,6 @@ def _update_statement(columns: frozenset[str], unless_terminal: bool) -> Any:
         stmt = _UPDATES[key] = sa.update(_PT).where(*where).values(
             {c: sa.bindparam(c, type_=_PT.c[c].type) for c in columns})
     return stmt
-
-
-def _list_output(schema: dict, mode: str) -> bool:
-    out = (schema.get("components") or {}).get("schemas", {}).get("TrainingOutput" if mode == "train" else "Output")
-    return isinstance(out, dict) and out.get("type") == "array"
 
 
 class Hub:
@@ -236,7 +223,7 @@ class Hub:
             self.live[row.id] = live
             try:
                 version, _ = await self.version_row(row.version)
-                live.list_output = _list_output(version.openapi_schema, "train" if row.kind == "training" else "predict")
+                live.list_output = Interface.of(version.openapi_schema, "train" if row.kind == "training" else "predict").output_is_list
                 target = await self._target(row.version, row.deployment, row.kind)
             except ApiError as exc:
                 await self._finish(row.id, "failed", error=exc.detail)
@@ -447,7 +434,7 @@ class Hub:
             result = await conn.execute(_INSERT, values)
             values["pk"] = result.inserted_primary_key[0]
         row = t.Prediction(**values)
-        self.live[pid] = Live(pid, kind, origin, list_output=_list_output(version.openapi_schema, mode), row=row)
+        self.live[pid] = Live(pid, kind, origin, list_output=Interface.of(version.openapi_schema, mode).output_is_list, row=row)
         self._submit(pid, target)
         if deadline is not None:
             self._timer(self._cancel_at(pid, deadline))
@@ -472,7 +459,8 @@ class Hub:
     async def _validate_input(self, version: t.Version, model_input: dict, mode: str) -> dict:
         """Check the input against the version's schema (422 naming the field and the rule),
         then resolve file inputs into URLs the model server can fetch without credentials."""
-        validator, kinds = self._validator(version, mode)
+        validator = self._validator(version, mode)
+        kinds = validator.interface.file_inputs
         result = validator.validate(model_input)
         if result.unknown:
             name = result.unknown[0]
@@ -494,26 +482,26 @@ class Hub:
                 forwarded[name] = await self._resolve_files(name, forwarded[name])
         return forwarded
 
-    def _validator(self, version: t.Version, mode: str) -> tuple[Any, dict[str, bool]]:
-        """The version's input validator and file inputs, built once per version (a validator
-        is a pydantic model: far too slow to build per request)."""
-        from cogkit.files import file_inputs
+    def _validator(self, version: t.Version, mode: str) -> Any:
+        """The version's input validator (its ``interface`` names the file and secret
+        inputs), built once per version: a pydantic model is far too slow to build per request."""
         from cogkit.validation import InputValidator
 
         key = (version.id, mode)
         cached = self._validators.get(key)
         if cached is None:
+            if not Interface.of(version.openapi_schema, mode).inputs:
+                raise ApiError(422, f"version {version.id[:12]} has no {mode} input schema")
             try:
-                cached = (InputValidator(version.openapi_schema, mode), file_inputs(version.openapi_schema, mode))
+                cached = InputValidator(version.openapi_schema, mode)
             except (KeyError, TypeError, ValueError):
-                raise ApiError(422, f"version {version.id[:12]} has no {mode} input schema") from None
+                raise ApiError(422, f"version {version.id[:12]} has no valid {mode} input schema") from None
             self._validators[key] = cached
         return cached
 
     def _redacted(self, version: t.Version, mode: str, model_input: dict) -> dict:
         """The input as the API shows it: Secret inputs never come back."""
-        validator, _ = self._validator(version, mode)
-        secret = {n for n, p in validator.properties.items() if p.get("x-cog-secret")}
+        secret = self._validator(version, mode).interface.secret_inputs
         return {k: ("**********" if k in secret and v is not None else v) for k, v in model_input.items()}
 
     async def _resolve_files(self, name: str, value: Any) -> Any:
@@ -899,14 +887,7 @@ class Hub:
         """Output files (the hub's key URLs) as ``data:`` URIs, or as key URLs under
         ``--public-url``: what both clients turn into FileOutput (reference §7.3)."""
         prefix = f"{self.internal_base}/files/"
-        found: list[str] = []
-
-        def collect(s: str) -> str:
-            if s.startswith(prefix):
-                found.append(s)
-            return s
-
-        _walk(value, collect)
+        found = [s for s in find_files(value, str) if s.startswith(prefix)]
         if not found:
             return value
         mapping: dict[str, str] = {}
@@ -925,4 +906,4 @@ class Hub:
                 mapping[url] = self.files.key_url(self.settings.public_url, row)
             else:
                 mapping[url] = await asyncio.to_thread(self.files.data_uri, row)
-        return _walk(value, lambda s: mapping.get(s, s))
+        return map_files(value, lambda s, _: mapping.get(s, s), str)

@@ -14,42 +14,11 @@ import os
 from typing import Any
 
 from cogkit.server.uploads import Uploader
-from cogkit.worker.protocol import FileOutput
+from cogkit.worker.protocol import FileOutput, find_files, map_files
 
 # Encode files above this size off the event loop, so other requests keep flowing
 # (below it, base64 takes ~1 ms: cheaper than a thread hop).
 _INLINE_LIMIT = 16 * 1024 * 1024
-
-
-def _has_files(value: Any) -> bool:
-    if isinstance(value, FileOutput):
-        return True
-    if isinstance(value, dict):
-        return any(_has_files(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_has_files(v) for v in value)
-    return False
-
-
-def _collect(value: Any, found: list[FileOutput]) -> None:
-    if isinstance(value, FileOutput):
-        found.append(value)
-    elif isinstance(value, dict):
-        for v in value.values():
-            _collect(v, found)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            _collect(v, found)
-
-
-def _replace(value: Any, urls: dict[int, str]) -> Any:
-    if isinstance(value, FileOutput):
-        return urls[id(value)]
-    if isinstance(value, dict):
-        return {k: _replace(v, urls) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_replace(v, urls) for v in value]
-    return value
 
 
 class OutputEncoder:
@@ -58,10 +27,9 @@ class OutputEncoder:
 
     async def encode(self, value: Any, prediction_id: str | None = None) -> Any:
         """``value`` with every FileOutput replaced by its URL (uploads run in parallel)."""
-        if not _has_files(value):
+        files: list[FileOutput] = find_files(value)
+        if not files:
             return value
-        files: list[FileOutput] = []
-        _collect(value, files)
         try:
             if len(files) == 1:  # the common case: no gather, no extra task
                 urls = [await self._encode_file(files[0], prediction_id)]
@@ -70,7 +38,8 @@ class OutputEncoder:
         finally:
             for f in files:
                 f.discard()
-        return _replace(value, {id(f): u for f, u in zip(files, urls)})
+        by_id = {id(f): u for f, u in zip(files, urls)}
+        return map_files(value, lambda f, _: by_id[id(f)], FileOutput)
 
     async def _encode_file(self, f: FileOutput, prediction_id: str | None) -> str:
         if self.uploader is not None:

@@ -10,16 +10,17 @@ known); see ``echo_input`` for what the echoed input leaves out.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import re
 import threading
 import time
 from datetime import datetime, timezone
 from typing import Any
 
-from cogkit.scope import MetricRecorder, nest_metrics
+from cogkit.worker.record import PredictionRecord
 
-TERMINAL = frozenset(("succeeded", "failed", "canceled"))
+FAILED_PREFIX = "Prediction failed: Prediction failed: "  # coglet's wording for exceptions in predict()
+# Failures the worker itself reports (crash, restart, shutdown) keep their own words.
+WORKER_ERRORS = ("Worker crashed", "Worker restarted", "Worker was shut down")
 
 
 def now_iso() -> str:
@@ -38,22 +39,6 @@ def new_prediction_id() -> str:
         ns = max(time.time_ns(), _last_id_ns + 1)
         _last_id_ns = ns
     return f"pred_{ns:016x}"
-
-
-def secret_fields(input_component: dict[str, Any]) -> frozenset[str]:
-    """Names of the inputs whose values must never be echoed (Secret, List[Secret])."""
-
-    def is_secret(schema: Any) -> bool:
-        if not isinstance(schema, dict):
-            return False
-        if schema.get("x-cog-secret") or schema.get("format") == "password":
-            return True
-        if is_secret(schema.get("items")):
-            return True
-        return any(is_secret(s) for s in itertools.chain(schema.get("anyOf", ()), schema.get("allOf", ())))
-
-    props = input_component.get("properties") or {}
-    return frozenset(name for name, schema in props.items() if is_secret(schema))
 
 
 # An absolute URI (RFC 3986): scheme ":" then only URI characters, percent-escapes well formed.
@@ -84,97 +69,50 @@ def echo_input(inputs: dict[str, Any], secrets: frozenset[str], file_fields: fro
     return out
 
 
-class Prediction:
-    """Mutable state of one prediction; owned by the event loop (no locking)."""
+class Prediction(PredictionRecord):
+    """One prediction as the server holds it: the record (``cogkit.worker.record``) plus
+    the request's envelope, its ISO timestamps, and what cancel needs to know."""
 
     def __init__(
         self,
         id: str,
         input_echo: dict[str, Any],
         *,
+        iterator: bool = False,
         webhook: str | None = None,
         events_filter: frozenset[str] | None = None,
         context: dict[str, str] | None = None,
         trace_headers: dict[str, str] | None = None,
     ) -> None:
-        self.id = id
+        super().__init__(id, iterator=iterator)
         self.input = input_echo
         self.worker_inputs: dict[str, Any] = {}  # validated values as sent, for the worker
         self.webhook = webhook
         self.events_filter = events_filter
         self.context = context or {}
         self.trace_headers = trace_headers or {}
-        self.status = "starting"
         self.created_at = now_iso()
         self.started_at: str | None = None
         self.completed_at: str | None = None
-        self.error: str | None = None
-        self.output: Any = None
-        self.output_items: list[Any] | None = None  # iterator items (and per-item events)
-        self._logs: list[str] = []
-        self._metrics = MetricRecorder()
-        self.predict_time: float | None = None
-        self._t_start: float | None = None
         self.cancel_requested = False
         self.in_worker = False  # handed to the worker (cancel must go through it)
         self.fetching: asyncio.Future[Any] | None = None  # its input files being fetched (cancel stops it)
-        self.done = asyncio.Event()
-
-    # ------------------------------------------------------------------ transitions
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL
 
     def start(self) -> None:
-        self.status = "processing"
         self.started_at = now_iso()
-        self._t_start = time.perf_counter()
+        super().start()
 
-    def append_log(self, text: str) -> None:
-        self._logs.append(text)
-
-    def add_output_item(self, item: Any) -> None:
-        if self.output_items is None:
-            self.output_items = []
-        self.output_items.append(item)
-
-    def record_metric(self, name: str, value: Any, mode: str) -> None:
-        try:
-            self._metrics.record(name, value, mode)
-        except (TypeError, ValueError):
-            pass  # the child already rejected bad metrics in user code; never fail here
+    def failure_text(self, error: str) -> str:
+        return error if error.startswith(WORKER_ERRORS) else FAILED_PREFIX + error
 
     def finish(self, status: str, *, output: Any = None, error: str | None = None, predict_time: float | None = None) -> None:
-        assert status in TERMINAL and not self.terminal
-        self.status = status
-        if status == "succeeded":
-            self.output = output
-        elif self.output_items is not None:
-            self.output = list(self.output_items)  # partial iterator output is kept
-        self.error = error if status == "failed" else None
         if self.started_at is None and status != "canceled":  # failed before it began: it began now
             self.started_at = now_iso()
             self._t_start = time.perf_counter()
         self.completed_at = now_iso()
-        if predict_time is None or predict_time <= 0:
-            predict_time = time.perf_counter() - self._t_start if self._t_start is not None else 0.0
-        self.predict_time = predict_time
-        self.done.set()
+        super().finish(status, output=output, error=error, predict_time=predict_time)
 
     # ------------------------------------------------------------------ views
-
-    @property
-    def logs(self) -> str:
-        if len(self._logs) > 1:
-            self._logs = ["".join(self._logs)]
-        return self._logs[0] if self._logs else ""
-
-    def metrics(self) -> dict[str, Any]:
-        out = nest_metrics(self._metrics.snapshot())
-        if self.terminal and self.predict_time is not None:
-            out["predict_time"] = self.predict_time
-        return out
 
     def body(self) -> dict[str, Any]:
         """The prediction as responses and webhooks show it."""

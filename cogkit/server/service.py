@@ -21,14 +21,15 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from cogkit._version import COG_COMPAT_VERSION, __version__
+from cogkit.openapi import Interface
 from cogkit.server.httpio import json_response
 from cogkit.server.outputs import OutputEncoder
-from cogkit.server.prediction import Prediction, echo_input, new_prediction_id, now_iso, secret_fields
+from cogkit.server.prediction import Prediction, echo_input, new_prediction_id, now_iso
 from cogkit.server.settings import Settings, worker_from
 from cogkit.server.slots import AtCapacity, Slots
-from cogkit.server.sse import EventStream
+from cogkit.server.sse import EventStream, prediction_listener
 from cogkit.server.uploads import Uploader, UploadError
-from cogkit.server.webhooks import EVENTS, PredictionWebhooks, WebhookSender
+from cogkit.server.webhooks import EVENTS, WebhookSender
 from cogkit.worker import protocol as P
 
 if TYPE_CHECKING:
@@ -42,10 +43,7 @@ log = logging.getLogger("cogkit.server")
 NOT_READY = "Setup has not finished yet. Wait until it has finished, or GET /health-check for status."
 AT_CAPACITY = "At capacity - all prediction slots busy"
 SHUTTING_DOWN = "The server is shutting down."
-FAILED_PREFIX = "Prediction failed: Prediction failed: "  # coglet's wording for exceptions in predict()
 HEALTHCHECK_PREFIX = "Healthcheck failed: "
-# Failures the worker itself reports (crash, restart, shutdown) are not predict() exceptions.
-WORKER_ERRORS = ("Worker crashed", "Worker restarted", "Worker was shut down")
 
 
 class Refusal(Exception):
@@ -136,8 +134,6 @@ class _Run:
     """What one prediction's run carries between its steps."""
 
     pred: Prediction
-    hooks: PredictionWebhooks | None
-    stream: EventStream | None
     handle: Any = None  # the worker's PredictionHandle once submitted
     workdir: str | None = None
 
@@ -212,17 +208,16 @@ class PredictionService:
         self.streaming = bool(loaded.streaming)
         self.output_iterator = bool(loaded.output_iterator)
         self.slots.resize(max(1, int(loaded.max_concurrency or 1)))
-        input_name = "TrainingInput" if s.mode == "train" else "Input"
-        self.secrets = secret_fields(loaded.schema["components"]["schemas"].get(input_name, {}))
+        interface = Interface.of(loaded.schema, s.mode)
+        self.secrets = interface.secret_inputs
+        self.file_fields = frozenset(interface.file_inputs)
         # The validator is built in a thread while setup() runs in the child; READY does
         # not wait for it (a request arriving first waits for it instead).
         loop = asyncio.get_running_loop()
         assert self._preload is not None
         await self._preload
         try:
-            self.validator, self.file_fields = await loop.run_in_executor(
-                None, _build_validator, loaded.schema, s.mode
-            )
+            self.validator = await loop.run_in_executor(None, _build_validator, loaded.schema, s.mode)
         except Exception as exc:  # an invalid schema: nothing can be validated
             self.boot_error = f"cannot validate inputs with the predictor's schema: {type(exc).__name__}: {exc}"
             log.error("%s", self.boot_error)
@@ -348,6 +343,7 @@ class PredictionService:
         pred = Prediction(
             pid,
             echo_input(result.inputs, self.secrets, self.file_fields),
+            iterator=self.output_iterator,
             webhook=req.webhook,
             events_filter=req.events_filter,
             context=req.context,
@@ -355,7 +351,7 @@ class PredictionService:
         pred.worker_inputs = result.inputs
         if result.unknown:
             names = ", ".join(sorted(result.unknown))
-            pred.append_log(f"cogkit: ignored input(s) not in the schema: {names}\n")
+            pred.log(f"cogkit: ignored input(s) not in the schema: {names}\n")
         self.inflight[pid] = pred
         if waiter is not None:
             self._waiters[pid] = waiter
@@ -387,7 +383,13 @@ class PredictionService:
         When nothing slow comes first (no wait for a queued slot, no file to fetch), the
         prediction is handed to the worker right here, before the caller awaits anything:
         on a busy server every event-loop turn saved shortens the time a slot is held."""
-        run = _Run(pred, self.webhooks.open(pred), self._streams.get(pred.id))
+        hooks = self.webhooks.open(pred)
+        if hooks:
+            pred.subscribe(hooks.on_change)
+        stream = self._streams.get(pred.id)
+        if stream:
+            pred.subscribe(prediction_listener(stream, pred))
+        run = _Run(pred)
         if pred.id not in self._waiters and not self._needs_fetch(pred.worker_inputs):
             self._begin(run)
             self._submit(run, pred.worker_inputs)
@@ -398,10 +400,6 @@ class PredictionService:
 
     def _begin(self, run: _Run) -> None:
         run.pred.start()
-        if run.hooks:
-            run.hooks.emit("start")
-        if run.stream:
-            run.stream.publish("start", {"id": run.pred.id, "status": "processing"})
 
     def _submit(self, run: _Run, inputs: dict[str, Any]) -> None:
         """Hand the prediction to the worker (synchronously); failures end it."""
@@ -440,9 +438,9 @@ class PredictionService:
             if not pred.terminal:
                 pred.finish("failed", error=f"{type(exc).__name__}: {exc}")
         finally:
-            self._settle(pred, run.hooks, run.stream)
+            self._settle(pred)
             if run.workdir is not None:
-                from cogkit.files import remove_workdir
+                from cogkit.worker.inputs import remove_workdir
 
                 remove_workdir(run.workdir)  # inline: a worker thread here would contend for the GIL
 
@@ -463,11 +461,11 @@ class PredictionService:
         self._begin(run)
         inputs = pred.worker_inputs
         if self.loaded is not None and self._needs_fetch(inputs):
-            from cogkit.files import InputFileError, prepare_inputs
+            from cogkit.worker.inputs import InputFileError, prepare_inputs
 
             run.workdir = tempfile.mkdtemp(prefix="in-", dir=self._workdir)  # never named after the client's id
             fetch = pred.fetching = asyncio.ensure_future(
-                prepare_inputs(inputs, self.loaded.schema, run.workdir, mode=self.settings.mode)
+                prepare_inputs(inputs, self.file_fields, run.workdir)
             )
             try:
                 inputs = await fetch
@@ -486,74 +484,34 @@ class PredictionService:
         self._submit(run, inputs)
 
     async def _follow(self, run: _Run) -> None:
-        """Follow the worker's events for this prediction to the terminal one."""
-        pred, hooks, stream, handle = run.pred, run.hooks, run.stream, run.handle
+        """Follow the worker's events for this prediction to the terminal one. Output files
+        become URLs first; everything else is the record's to fold in."""
+        pred, handle = run.pred, run.handle
         worker = self.worker
         assert worker is not None and handle is not None
         if pred.cancel_requested:
             await worker.cancel(pred.id)
         encode = self.outputs.encode
+        apply = pred.apply
         async for ev in handle:
             kind = type(ev)
-            if kind is P.Log:
-                pred.append_log(ev.text)
-                if hooks:
-                    hooks.emit("logs")
-                if stream:
-                    stream.publish("log", {"source": ev.stream, "data": ev.text})
-            elif kind is P.Output:
-                value = ev.value
-                if isinstance(value, (P.FileOutput, dict, list, tuple)):
-                    try:
-                        value = await encode(value, pred.id)
-                    except Exception as exc:  # a failed upload, a file gone before it was read
-                        # stop the predictor too: its worker slot must be free when ours is
-                        await worker.cancel(pred.id)
-                        pred.finish("failed", error=_encode_error(exc))
-                        await _drain(handle)
-                        return
-                index = len(pred.output_items or ())
-                pred.add_output_item(value)
-                if hooks:
-                    hooks.emit("output")
-                if stream:
-                    stream.publish("output", {"chunk": value, "index": index})
-            elif kind is P.Metric:
-                pred.record_metric(ev.name, ev.value, ev.mode)
-                if stream:
-                    stream.publish("metric", {"name": ev.name, "value": ev.value, "mode": ev.mode})
-            elif kind is P.Done:
-                if self.output_iterator or pred.output_items is not None:
-                    output = list(pred.output_items or [])
-                else:
-                    output = await encode(ev.output, pred.id)
-                    self._output_events(pred, output, hooks, stream)
-                pred.finish("succeeded", output=output, predict_time=ev.predict_time)
-                return
-            elif kind is P.Failed:
-                error = ev.error if ev.error.startswith(WORKER_ERRORS) else FAILED_PREFIX + ev.error
-                pred.finish("failed", error=error, predict_time=ev.predict_time)
-                return
-            elif kind is P.Canceled:
-                pred.finish("canceled", predict_time=ev.predict_time)
+            if kind is P.Output and isinstance(ev.value, (P.FileOutput, dict, list, tuple)):
+                try:
+                    ev = P.Output(ev.id, await encode(ev.value, pred.id))
+                except Exception as exc:  # a failed upload, a file gone before it was read
+                    # stop the predictor too: its worker slot must be free when ours is
+                    await worker.cancel(pred.id)
+                    pred.finish("failed", error=_encode_error(exc))
+                    await _drain(handle)
+                    return
+            elif kind is P.Done and ev.output is not None:
+                ev = P.Done(ev.id, await encode(ev.output, pred.id), ev.predict_time)
+            if apply(ev):
                 return
         if not pred.terminal:  # the handle ended without a terminal event
             pred.finish("failed", error="the worker stopped without finishing the prediction")
 
-    def _output_events(
-        self, pred: Prediction, output: Any, hooks: PredictionWebhooks | None, stream: EventStream | None
-    ) -> None:
-        """A returned (not yielded) output still produces ``output`` events, as with coglet:
-        one per list item, or one for the whole value."""
-        items = output if isinstance(output, list) and len(output) <= 100 else [output]
-        for i, item in enumerate(items):
-            pred.add_output_item(item)
-            if hooks:
-                hooks.emit("output")
-            if stream:
-                stream.publish("output", {"chunk": item, "index": i})
-
-    def _settle(self, pred: Prediction, hooks: PredictionWebhooks | None, stream: EventStream | None) -> None:
+    def _settle(self, pred: Prediction) -> None:
         """Terminal bookkeeping, all without awaiting: the slot is free before anyone is told."""
         if not pred.terminal:
             pred.finish("failed", error="the prediction ended without a result (internal error)")
@@ -565,10 +523,7 @@ class PredictionService:
         else:
             self.slots.release()
         self._streams.pop(pred.id, None)
-        if stream:
-            stream.publish("completed", pred.body())
-        if hooks:
-            hooks.complete()
+        pred.announce()
 
     async def cancel(self, pid: str) -> bool:
         pred = self.inflight.get(pid)
@@ -617,7 +572,7 @@ class PredictionService:
                 await self._http.aclose()
                 self._http = None
         finally:
-            from cogkit.files import remove_workdir
+            from cogkit.worker.inputs import remove_workdir
 
             remove_workdir(self._workdir)
             if self.on_exit is not None:
@@ -629,15 +584,14 @@ def _encode_error(exc: Exception) -> str:
     return str(exc) if isinstance(exc, UploadError) else f"{type(exc).__name__}: {exc}"
 
 
-def _build_validator(schema: dict[str, Any], mode: str) -> tuple[Any, frozenset[str]]:
-    from cogkit.files import file_inputs
+def _build_validator(schema: dict[str, Any], mode: str) -> Any:
     from cogkit.validation import InputValidator
 
-    return InputValidator(schema, mode=mode), frozenset(file_inputs(schema, mode))
+    return InputValidator(schema, mode=mode)
 
 
 def _preload() -> None:
-    import cogkit.files  # noqa: F401
+    import cogkit.worker.inputs  # noqa: F401
     import cogkit.validation  # noqa: F401
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from cogkit.server import jsonio
@@ -106,3 +107,22 @@ class EventStream:
         else:
             self.subscribers.add(sub)
         return sub
+
+
+def prediction_listener(stream: EventStream, prediction: Any) -> Callable[[str, Any], None]:
+    """A listener (``PredictionRecord.subscribe``) that publishes the prediction's changes
+    on ``stream`` as the events above; ``completed`` carries its final body."""
+
+    def on_change(change: str, data: Any) -> None:
+        if change == "log":
+            stream.publish("log", {"source": data[1], "data": data[0]})
+        elif change == "output":
+            stream.publish("output", {"chunk": data[1], "index": data[0]})
+        elif change == "metric":
+            stream.publish("metric", {"name": data[0], "value": data[1], "mode": data[2]})
+        elif change == "start":
+            stream.publish("start", {"id": prediction.id, "status": "processing"})
+        elif change == "completed":
+            stream.publish("completed", prediction.body())
+
+    return on_change

@@ -112,6 +112,15 @@ class PredictionWebhooks:
 
     # ------------------------------------------------------------------ producers
 
+    def on_change(self, change: str, data: object) -> None:
+        """The prediction's listener (``PredictionRecord.subscribe``)."""
+        if change == "log":
+            self.emit("logs")
+        elif change in ("start", "output"):
+            self.emit(change)
+        elif change == "completed":
+            self.complete()
+
     def emit(self, event: str) -> None:
         """A non-terminal event happened (``start``, ``output`` or ``logs``)."""
         if self._closed or event not in self.wanted:

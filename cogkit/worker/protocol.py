@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -62,6 +63,38 @@ class FileOutput:
             os.unlink(self.path)
         with contextlib.suppress(OSError):  # not empty: not ours to remove
             os.rmdir(os.path.dirname(self.path))
+
+
+Key = str | int  # a step into a value: a dict key or a list index
+
+
+def map_files(value: Any, fn: Callable[[Any, tuple[Key, ...]], Any], kinds: type | tuple[type, ...] = (FileInput, FileOutput)) -> Any:
+    """``value`` with every ``kinds`` instance replaced by ``fn(item, where)``, ``where``
+    being the keys and indexes that lead to it; lists, tuples (as lists) and dict values are
+    walked (a changed tuple comes back as a list). A value that holds none comes back as
+    the same object. The one walker of file
+    values, on both sides (``kinds`` also picks the CLI's ``@file`` markers or URL strings)."""
+
+    def walk(v: Any, where: tuple[Key, ...]) -> Any:
+        if isinstance(v, kinds):
+            return fn(v, where)
+        if isinstance(v, dict):
+            out = {k: walk(x, (*where, k)) for k, x in v.items()}
+            return v if all(out[k] is x for k, x in v.items()) else out
+        if isinstance(v, (list, tuple)):
+            items = [walk(x, (*where, i)) for i, x in enumerate(v)]
+            return v if all(a is b for a, b in zip(items, v)) else items
+        return v
+
+    return walk(value, ())
+
+
+def find_files(value: Any, kinds: type | tuple[type, ...] = FileOutput) -> list[Any]:
+    """Every ``kinds`` instance in ``value``, in order."""
+    found: list[Any] = []
+    if isinstance(value, (kinds, dict, list, tuple)):
+        map_files(value, lambda f, _: found.append(f) or f, kinds)
+    return found
 
 
 # ----------------------------------------------------------------------- parent -> child

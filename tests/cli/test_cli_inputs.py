@@ -8,7 +8,7 @@ import pytest
 
 from cogkit import BasePredictor, Input
 from cogkit import Path as CogPath
-from cogkit.cli.inputs import for_validation, parse_flags, parse_json
+from cogkit.cli.inputs import LocalFile, for_validation, parse_flags, parse_json
 from cogkit.exceptions import CogkitError
 from cogkit.schema import openapi_document
 from cogkit.signature import inspect_predictor
@@ -67,7 +67,7 @@ def test_at_file(tmp_path: Path) -> None:
     (tmp_path / "img.png").write_bytes(b"png")
     v = parse_flags([f"prompt=@{tmp_path / 'p.txt'}", f"image=@{tmp_path / 'img.png'}"], DOC)
     assert v["prompt"] == "from a file"
-    assert v["image"] == ("@file", str(tmp_path / "img.png"))
+    assert v["image"] == LocalFile(str(tmp_path / "img.png"))
     assert for_validation(v)["image"] == str(tmp_path / "img.png")
 
 

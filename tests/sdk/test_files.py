@@ -13,6 +13,8 @@ import pytest
 
 from cogkit import files
 from cogkit.exceptions import CogkitError
+from cogkit.openapi import Interface
+from cogkit.worker import inputs as worker_inputs
 from cogkit.worker.protocol import FileInput
 
 DOC = {
@@ -53,7 +55,7 @@ def server(tmp_path: Path):
 
 
 def _prepare(inputs: dict, workdir: Path) -> dict:
-    return asyncio.run(files.prepare_inputs(inputs, DOC, workdir))
+    return asyncio.run(worker_inputs.prepare_inputs(inputs, Interface.of(DOC).file_inputs, workdir))
 
 
 def test_data_url_and_http_inputs(server: str, tmp_path: Path) -> None:
@@ -87,7 +89,7 @@ def test_http_error_and_other_schemes(server: str, tmp_path: Path) -> None:
 def test_a_failed_download_stops_the_others(server: str, tmp_path: Path) -> None:
     async def main() -> None:
         with pytest.raises(files.InputFileError, match="404"):
-            await files.prepare_inputs({"image": f"{server}/missing.png", "files": [f"{server}/slow/photo.png"]}, DOC, tmp_path)
+            await worker_inputs.prepare_inputs({"image": f"{server}/missing.png", "files": [f"{server}/slow/photo.png"]}, Interface.of(DOC).file_inputs, tmp_path)
         # the slow download was canceled, not left running into a folder about to be removed
         assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
 

@@ -121,3 +121,23 @@ def test_cogkit_has_no_import_cycle():
     found = json.loads(proc.stdout)
     assert "cogkit.hub.service" in found["modules"] and "cogkit.server.app" in found["modules"]
     assert found["cycles"] == []
+
+
+def test_the_core_imports_no_capability_package():
+    # cogkit/*.py (the SDK, schema, files, validation) sit below the worker, server, CLI,
+    # build and hub packages: only the entry point reaches up.
+    code = ("import json; from tests.sdk.test_import_graph import import_graph; "
+            "print(json.dumps({k: sorted(v) for k, v in import_graph().items()}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT.parent)
+    assert proc.returncode == 0, proc.stderr
+    graph = json.loads(proc.stdout)
+    upward = {
+        (mod, dep)
+        for mod, deps in graph.items()
+        if mod.count(".") == 1 and mod not in ("cogkit.__main__", "cogkit.ml", "cogkit.playground")
+        and not any(mod.startswith(f"cogkit.{p}") for p in ("worker", "server", "cli", "build", "hub"))
+        for dep in deps
+        if dep.split(".")[1] in ("worker", "server", "cli", "build", "hub")
+    }
+    assert upward == set()

@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 
 from cogkit import files
+from cogkit.openapi import Interface
+from cogkit.worker.inputs import prepare_inputs
 from cogkit.worker.protocol import Canceled, Done, Failed, FileOutput
 from tests import conformance_fixtures
 from tests.worker.test_worker import Worker, collect, predict, rest, run, started, wait_for_log
@@ -109,7 +111,7 @@ def test_golden_predictions_through_the_worker(
         for i, ex in enumerate(exchanges):
             raw = json.dumps(ex["request"]["body"]["input"]).replace("<receiver_port>", str(file_server))
             inputs = {k: v for k, v in json.loads(raw).items() if k in known}  # the server drops unknown keys
-            prepared = await files.prepare_inputs(inputs, w.loaded.schema, tmp_path / f"in{i}")
+            prepared = await prepare_inputs(inputs, Interface.of(w.loaded.schema).file_inputs, tmp_path / f"in{i}")
             r = await predict(w, f"{name}-{i}", prepared)
             want = ex["response"]["body"]
             label = f"{name}/{ex['name']}"
