@@ -14,7 +14,11 @@ How a request runs:
   slot goes in at that slot's own position, with a mask that lets each row see only
   its own positions. The step runs on the first ``n`` slots, ``n`` a power of two
   (so at most log2(slots)+1 shapes exist, each compiled/captured once on GPU;
-  ``decode_buckets`` picks other sizes, e.g. [1, slots] to compile only two).
+  ``decode_buckets`` picks other sizes, e.g. [1, slots] to compile only two), and
+  attends over the first ``span`` positions of the cache only: the smallest power of
+  two from 256 (``decode_spans`` picks others) that holds the longest running row. So
+  a step costs what the filled context costs, not what the window does: a 32-token
+  answer in an 8,192-position cache attends over 256 positions, not 8,192.
 * Each request keeps its own sampling settings and generator (``cogkit.ml.sampling``),
   detokeniser and stop sequences (``cogkit.ml.llm_text``); it ends on an
   end-of-sequence token, a stop sequence, ``max_new_tokens``, or cancellation.
@@ -181,8 +185,9 @@ class SlotKVCache:
     transformers' attention layers call ``update(k, v, layer_idx, ...)`` and attend
     over what it returns. In prefill mode (``prefill_slot`` set) the new keys fill
     positions 0..n-1 of that slot and only those come back; otherwise row i of the
-    batch is slot i and its one new key goes to ``positions[i]``, and the whole
-    buffer of the first ``rows`` slots comes back (the mask hides the rest).
+    batch is slot i and its one new key goes to ``positions[i]``, and the first
+    ``span`` positions of the first ``rows`` slots come back (the mask hides the rest
+    of each row).
     """
 
     is_compileable = True
@@ -206,6 +211,7 @@ class SlotKVCache:
             torch._dynamo.mark_static_address(t)
         self.prefill_slot: int | None = None
         self.positions: torch.Tensor | None = None
+        self.span = max_seq_len  # decode: how many positions of each row to attend over
 
     @property
     def nbytes(self) -> int:
@@ -225,7 +231,7 @@ class SlotKVCache:
         index = self.positions.to(keys.device).view(rows, 1, 1, 1).expand(rows, heads, 1, dim)
         keys[:rows].scatter_(2, index, key_states)
         values[:rows].scatter_(2, index, value_states)
-        return keys[:rows], values[:rows]
+        return keys[:rows, :, : self.span], values[:rows, :, : self.span]
 
 
 def _slot_attention(
@@ -297,12 +303,16 @@ def quantize_fp8(model: Any, *, use_scaled_mm: bool | None = None) -> int:
                             use_scaled_mm=use_scaled_mm)
 
 
-def _buckets(slots: int) -> list[int]:
-    out, n = [], 1
-    while n < slots:
+def _buckets(limit: int, start: int = 1) -> list[int]:
+    """Powers of two from ``start`` below ``limit``, then ``limit``."""
+    out, n = [], start
+    while n < limit:
         out.append(n)
         n *= 2
-    return out + [slots]
+    return out + [limit]
+
+
+MIN_SPAN = 256  # the shortest attention span of a decode step
 
 
 # ----------------------------------------------------------------------------------------------
@@ -320,6 +330,7 @@ class LLMEngine:
         max_seq_len: int | None = None,
         compile_decode: bool | None = None,
         decode_buckets: Sequence[int] | None = None,
+        decode_spans: Sequence[int] | None = None,
         compile_backend: str | Callable[..., Any] = "inductor",
         warm_up: bool = True,
     ) -> None:
@@ -350,11 +361,21 @@ class LLMEngine:
         )
         if self._buckets[0] < 1:
             raise ValueError(f"decode_buckets: batch sizes must be >= 1, got {list(decode_buckets or [])}")
+        self._spans = (
+            sorted({min(int(s), self.max_seq_len) for s in decode_spans} | {self.max_seq_len})
+            if decode_spans else _buckets(self.max_seq_len, min(MIN_SPAN, self.max_seq_len))
+        )
+        if self._spans[0] < 1:
+            raise ValueError(f"decode_spans: spans must be >= 1 position, got {list(decode_spans or [])}")
         if compile_decode is None:
             compile_decode = self.device.type == "cuda" and not multi_device  # CUDA graphs need one device
         self.compile_decode = compile_decode
         self._decode = self._decode_forward
         if compile_decode:
+            # one graph per (batch size, span): room for all of them in dynamo's cache
+            graphs = len(self._buckets) * len(self._spans) + 2
+            if torch._dynamo.config.recompile_limit < graphs:
+                torch._dynamo.config.recompile_limit = graphs
             mode = "reduce-overhead" if self.device.type == "cuda" and compile_backend == "inductor" else None
             self._decode = torch.compile(
                 self._decode_forward, backend=compile_backend, mode=mode, fullgraph=True, dynamic=False
@@ -485,9 +506,12 @@ class LLMEngine:
     # ------------------------------------------------------------------------------------------
     # model calls
 
-    def _decode_forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def _decode_forward(self, input_ids: torch.Tensor, positions: torch.Tensor, span: int) -> torch.Tensor:
+        """One decode step attending over the first ``span`` positions (a Python int: each
+        span is its own compiled graph)."""
         self.cache.positions = positions
-        mask = (self._positions_all[None, :] <= positions[:, None])[:, None, None, :]
+        self.cache.span = span
+        mask = (self._positions_all[None, :span] <= positions[:, None])[:, None, None, :]
         out = self.model(
             input_ids=input_ids,
             position_ids=positions[:, None],
@@ -514,11 +538,13 @@ class LLMEngine:
         for n in self._buckets:
             ids = torch.zeros((n, 1), dtype=torch.long, device=self.device)
             pos = torch.zeros((n,), dtype=torch.long, device=self.device)
-            for _ in range(3):  # compile, then CUDA-graph warm-up and capture
-                self._decode(ids, pos)
+            for span in self._spans:
+                for _ in range(3):  # compile, then CUDA-graph warm-up and capture
+                    self._decode(ids, pos, span)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        log(f"[llm] decode compiled for batch sizes {self._buckets} in {time.perf_counter() - t0:.1f}s")
+        log(f"[llm] decode compiled for batch sizes {self._buckets} x spans {self._spans} "
+            f"in {time.perf_counter() - t0:.1f}s")
 
     # ------------------------------------------------------------------------------------------
     # the engine thread
@@ -588,12 +614,15 @@ class LLMEngine:
         for slot, req in self._active.items():
             ids[slot], pos[slot] = req.last_token, req.position
         rows = sorted(self._active)
+        longest = max(req.position for req in self._active.values()) + 1  # the new token's too
+        span = next(s for s in self._spans if s >= longest)
         self.peak_batch = max(self.peak_batch, len(rows))
         self.decode_steps += 1
         try:
             logits = self._decode(
                 torch.tensor(ids, dtype=torch.long, device=self.device)[:, None],
                 torch.tensor(pos, dtype=torch.long, device=self.device),
+                span,
             )
             live = logits[rows] if len(rows) < n else logits
             tokens = self.sampler.sample(live, rows, [self._active[s].stats.output_token_count for s in rows])

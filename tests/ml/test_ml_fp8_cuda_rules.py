@@ -127,7 +127,7 @@ def test_llama3_8b_fp8_engine_decode_and_prefill(bench_configs):
         with torch.inference_mode():
             for n in (1, 16):
                 logits = engine._decode_forward(torch.zeros(n, 1, dtype=torch.long, device="meta"),
-                                                torch.zeros(n, dtype=torch.long, device="meta"))
+                                                torch.zeros(n, dtype=torch.long, device="meta"), 512)
                 assert logits.shape == (n, 128256) and logits.dtype == BF16
             engine.cache.prefill_slot = 3
             out = model(input_ids=torch.zeros(1, 200, dtype=torch.long, device="meta"),

@@ -73,6 +73,24 @@ def test_greedy_equals_transformers_generate(engine, reference, tok, text) -> No
     assert stats.input_token_count == len(ids) and stats.output_token_count == len(expected)
 
 
+def test_greedy_across_attention_spans_equals_transformers(engine, reference, tok) -> None:
+    """A decode step attends over the filled prefix only (a span of 256, then 512 positions of
+    the 512-position cache): a context growing past 256 tokens mid-answer gives the tokens
+    transformers gives, alone and beside a short request in the same batch."""
+    ids = prompt_ids(tok, " ".join(["the dragon flew over the quiet hills"] * 12))[:230]
+    assert len(ids) == 230
+    expected = hf_generate(reference, ids, max_new_tokens=60, do_sample=False)
+    _, tokens, _ = run(engine, ids, max_new_tokens=60)
+    assert tokens == expected and len(ids) + len(tokens) > 256 + 8  # it went on past the first span
+    short = prompt_ids(tok, PROMPTS[0])
+    with engine._cond:
+        streams = [engine.submit(ids, GREEDY, max_new_tokens=60), engine.submit(short, GREEDY, max_new_tokens=20)]
+    for s in streams:
+        s.text()
+    assert streams[0].token_ids == expected
+    assert streams[1].token_ids == hf_generate(reference, short, max_new_tokens=20, do_sample=False)
+
+
 def test_greedy_with_repetition_penalty_equals_transformers(engine, reference, tok) -> None:
     ids = prompt_ids(tok, PROMPTS[0])
     _, tokens, _ = run(engine, ids, SamplingParams(temperature=0.0, repetition_penalty=1.5), max_new_tokens=32)
@@ -338,7 +356,8 @@ def test_compiled_decode_traces_whole_and_matches_eager(tiny_llama_dir, engine, 
         compile_backend=traced_graph_backend,
     )
     try:
-        assert compiled._buckets == [1, 2, 3] and len(graphs) == 3  # warm-up traced each batch size once
+        # warm-up traced each (batch size, attention span) once
+        assert compiled._buckets == [1, 2, 3] and compiled._spans == [256, 512] and len(graphs) == 6
         requests = [
             (prompt_ids(tok, PROMPTS[0]), GREEDY, 20),
             (prompt_ids(tok, PROMPTS[1]), SamplingParams(temperature=0.9, top_p=0.9, seed=4), 12),
@@ -352,7 +371,7 @@ def test_compiled_decode_traces_whole_and_matches_eager(tiny_llama_dir, engine, 
             s.text()
         assert alone == expected
         assert [s.token_ids for s in streams] == expected and compiled.peak_batch == 3
-        assert len(graphs) == 3  # nothing was traced again
+        assert len(graphs) == 6  # nothing was traced again
     finally:
         compiled.close()
         torch._dynamo.reset()
