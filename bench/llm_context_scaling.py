@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Does a Llama decode step cost what the filled context costs, or what the window does?
 
-A CPU proxy for the GPU path (#17): the tiny random Llama (cogkit.ml.tiny, built with an
-8,192-position window) answers the same prompt with 32 greedy tokens from two engines, one
-with ``max_seq_len`` 8192 and one with 256, in alternating rounds. The decode step time is
-``decode_seconds / (tokens - 1)`` of each answer; the figure is the median over rounds of
-8192's over 256's. A third engine attends over the whole window at every step
+A CPU proxy for the GPU path (#17): a tiny random Llama (cogkit.ml.tiny, an 8,192-position
+window, its heads widened so that attention is a real share of a step: 8 heads of 32, no
+GQA) answers 8 prompts at once, 32 greedy tokens each, from two engines, one with
+``max_seq_len`` 8192 and one with 256, in alternating rounds. The decode step time is
+``decode_seconds / (tokens - 1)`` of the last request admitted (its span holds decode steps
+only); the figure is the median over rounds of 8192's over 256's. A third engine attends over the whole window at every step
 (``decode_spans=[8192]``, the engine before it attended over the filled prefix), for
 comparison. Every engine's tokens must equal transformers' ``generate``.
 
@@ -38,12 +39,20 @@ from cogkit.ml.tiny.llama import build_tiny_llama  # noqa: E402
 NEW_TOKENS = 32
 
 
+BATCH = 8
+CONFIG = dict(hidden_size=256, intermediate_size=512, num_attention_heads=8, num_key_value_heads=8, head_dim=32)
+
+
 def step_ms(engine: LLMEngine, ids: list[int]) -> tuple[float, list[int]]:
-    stream = engine.submit(ids, SamplingParams(temperature=0.0, min_new_tokens=NEW_TOKENS),
-                           max_new_tokens=NEW_TOKENS)
-    stream.text()
-    stats = stream.stats
-    return stats.decode_seconds / (stats.output_token_count - 1) * 1000, stream.token_ids
+    """One decode step's time with BATCH requests running, and the first request's tokens."""
+    params = SamplingParams(temperature=0.0, min_new_tokens=NEW_TOKENS)
+    with engine._cond:  # admitted together: one batch from the first decode step on
+        streams = [engine.submit(ids, params, max_new_tokens=NEW_TOKENS) for _ in range(BATCH)]
+    for s in streams:
+        s.text()
+    assert all(s.token_ids == streams[0].token_ids for s in streams)
+    step = min(s.stats.decode_seconds for s in streams) / (NEW_TOKENS - 1)
+    return step * 1000, streams[0].token_ids
 
 
 def main() -> int:
@@ -52,7 +61,7 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="cogkit-llm-scaling-") as tmp:
-        folder = build_tiny_llama(Path(tmp) / "llama", max_position_embeddings=8192)
+        folder = build_tiny_llama(Path(tmp) / "llama", max_position_embeddings=8192, **CONFIG)
         tok = AutoTokenizer.from_pretrained(folder)
         ids = build_prompt(tok, "tell me a story about a dragon", "You are a tiny robot.")[0]
         reference = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
@@ -61,9 +70,9 @@ def main() -> int:
                                      max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
         expected = out[0, len(ids):].tolist()
         engines = {
-            "8192": LLMEngine.from_pretrained(folder, device="cpu", dtype=torch.float32, slots=1, max_seq_len=8192),
-            "256": LLMEngine.from_pretrained(folder, device="cpu", dtype=torch.float32, slots=1, max_seq_len=256),
-            "8192, whole window": LLMEngine.from_pretrained(folder, device="cpu", dtype=torch.float32, slots=1,
+            "8192": LLMEngine.from_pretrained(folder, device="cpu", dtype=torch.float32, slots=BATCH, max_seq_len=8192),
+            "256": LLMEngine.from_pretrained(folder, device="cpu", dtype=torch.float32, slots=BATCH, max_seq_len=256),
+            "8192, whole window": LLMEngine.from_pretrained(folder, device="cpu", dtype=torch.float32, slots=BATCH,
                                                             max_seq_len=8192, decode_spans=[8192]),
         }
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 WORDS = (
     "hello world how are you today i am fine thanks what is your name please tell me a story "
@@ -54,15 +55,18 @@ def build_tokenizer():
     return tok
 
 
-def build_tiny_llama(folder: str | os.PathLike[str], *, max_position_embeddings: int = 512, seed: int = 0) -> Path:
-    """Write tokenizer + random LlamaForCausalLM (2 layers, hidden 64, GQA 4/2) to ``folder``."""
+def build_tiny_llama(
+    folder: str | os.PathLike[str], *, max_position_embeddings: int = 512, seed: int = 0, **config: Any
+) -> Path:
+    """Write tokenizer + random LlamaForCausalLM (2 layers, hidden 64, GQA 4/2) to ``folder``;
+    ``config`` overrides LlamaConfig fields (e.g. wider heads for a benchmark)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     folder = Path(folder)
     tok = build_tokenizer()
     torch.manual_seed(seed)
-    config = LlamaConfig(
+    fields: dict[str, Any] = dict(
         vocab_size=len(tok),
         hidden_size=64,
         intermediate_size=128,
@@ -77,7 +81,7 @@ def build_tiny_llama(folder: str | os.PathLike[str], *, max_position_embeddings:
         eos_token_id=[tok.eos_token_id, tok.convert_tokens_to_ids("<|end|>")],
         pad_token_id=tok.pad_token_id,
     )
-    model = LlamaForCausalLM(config)
+    model = LlamaForCausalLM(LlamaConfig(**(fields | config)))
     # Random init makes logits nearly flat: a larger lm_head spreads them so the text varies,
     # and damped byte-token rows make the model prefer words (readable test output).
     with torch.no_grad():
