@@ -1,5 +1,6 @@
 """File codecs and limits shared by every side: data URLs, MIME types, safe names,
-the limits on fetched inputs, and ``InputFileError``.
+the limits on fetched inputs and the one size- and time-capped ``download`` under them,
+and ``InputFileError``.
 
 This is a leaf: it imports nothing else from cogkit but the exceptions. Preparing a
 prediction's file inputs (fetching URLs into its work folder) is the worker's parent
@@ -9,12 +10,16 @@ the CLI writes them to disk (``cogkit.cli.outputs``) with names from ``safe_file
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import concurrent.futures
 import mimetypes
 import os
 import urllib.parse
 from pathlib import Path
+from typing import Any
+
 import pybase64
 
 from cogkit.exceptions import CogkitError
@@ -142,24 +147,67 @@ def path_to_data_url(path: str | os.PathLike[str]) -> str:
     return data_url(p)
 
 
-def fetch_to(url: str, dest: str | os.PathLike[str]) -> None:
-    """Blocking fetch of an http(s) or data URL to ``dest`` (for URLPath.convert)."""
-    if url.startswith("data:"):
-        _, data = decode_data_url(url)
-        Path(dest).write_bytes(data)
-        return
+def fetch_client() -> Any:
+    """An httpx.AsyncClient with the fetch limits (timeouts, redirects) for ``download``."""
     import httpx
 
-    if urllib.parse.urlparse(url).scheme.lower() not in FETCHED_SCHEMES:
-        raise InputFileError(f"{url[:100]!r}: only http, https and data URLs are fetched")
-    with httpx.Client(timeout=FETCH_TIMEOUT, follow_redirects=True, max_redirects=MAX_REDIRECTS) as client:
-        with client.stream("GET", url) as resp:
+    return httpx.AsyncClient(timeout=FETCH_TIMEOUT, follow_redirects=True, max_redirects=MAX_REDIRECTS)
+
+
+async def download(client: Any, url: str, dest: str | os.PathLike[str]) -> None:
+    """Stream an http(s) URL to ``dest`` under the limits: the size cap (on Content-Length and
+    while streaming), connect/read timeouts, a deadline for the whole download, redirects only
+    to http(s). Every failure is an InputFileError saying why."""
+    try:
+        await asyncio.wait_for(_stream(client, url, dest), FETCH_DEADLINE)
+    except asyncio.TimeoutError:
+        raise InputFileError(f"{url} did not arrive within {FETCH_DEADLINE:g} s") from None
+
+
+async def _stream(client: Any, url: str, dest: str | os.PathLike[str]) -> None:
+    import httpx
+
+    headers = {"User-Agent": os.environ["COG_USER_AGENT"]} if os.environ.get("COG_USER_AGENT") else {}
+    try:
+        async with client.stream("GET", url, headers=headers) as resp:
             if resp.status_code >= 400:
-                raise InputFileError(f"{resp.status_code} Error: {resp.reason_phrase} for url: {url}")
+                kind = "Client" if resp.status_code < 500 else "Server"
+                raise InputFileError(f"{resp.status_code} {kind} Error: {resp.reason_phrase} for url: {url}")
+            length = resp.headers.get("content-length", "")
+            if length.isdigit() and int(length) > MAX_INPUT_BYTES:  # refused before a byte is stored
+                raise InputFileError(f"{url} is larger than the {MAX_INPUT_BYTES}-byte input limit")
             size = 0
             with open(dest, "wb") as f:
-                for chunk in resp.iter_bytes(CHUNK_BYTES):
+                async for chunk in resp.aiter_bytes(CHUNK_BYTES):
                     size += len(chunk)
                     if size > MAX_INPUT_BYTES:
                         raise InputFileError(f"{url} is larger than the {MAX_INPUT_BYTES}-byte input limit")
                     f.write(chunk)
+    except httpx.TimeoutException as exc:
+        raise InputFileError(f"timed out after {FETCH_TIMEOUT:g} s fetching {url}") from exc
+    except httpx.UnsupportedProtocol as exc:  # a redirect to file://, ftp://, ...
+        raise InputFileError(f"could not fetch {url}: it redirects to a URL that is not http(s)") from exc
+    except httpx.TooManyRedirects as exc:
+        raise InputFileError(f"could not fetch {url}: more than {MAX_REDIRECTS} redirects") from exc
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError, OSError) as exc:
+        # ValueError covers URLs the client cannot even parse (bad IDNA host names, ...)
+        raise InputFileError(f"could not fetch {url}: {exc}") from exc
+
+
+def fetch_to(url: str, dest: str | os.PathLike[str]) -> None:
+    """Blocking fetch of an http(s) or data URL to ``dest`` (for URLPath.convert), under the
+    same limits as ``download``. Runs its own event loop in a thread: the caller may be
+    inside one (an async predictor)."""
+    if url.startswith("data:"):
+        _, data = decode_data_url(url)
+        Path(dest).write_bytes(data)
+        return
+    if urllib.parse.urlparse(url).scheme.lower() not in FETCHED_SCHEMES:
+        raise InputFileError(f"{url[:100]!r}: only http, https and data URLs are fetched")
+
+    async def run() -> None:
+        async with fetch_client() as client:
+            await download(client, url, dest)
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cogkit-fetch") as pool:
+        pool.submit(asyncio.run, run()).result()

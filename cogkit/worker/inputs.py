@@ -38,48 +38,9 @@ def _write_data_url(value: str, workdir: str) -> FileInput:
     return FileInput(path=dest, source=value, kind="data")
 
 
-def _client() -> Any:
-    import httpx
-
-    return httpx.AsyncClient(timeout=files.FETCH_TIMEOUT, follow_redirects=True, max_redirects=files.MAX_REDIRECTS)
-
-
 async def _download(client: Any, url: str, workdir: str) -> FileInput:
-    try:
-        return await asyncio.wait_for(_stream_to_disk(client, url, workdir), files.FETCH_DEADLINE)
-    except asyncio.TimeoutError:
-        raise InputFileError(f"{url} did not arrive within {files.FETCH_DEADLINE:g} s") from None
-
-
-async def _stream_to_disk(client: Any, url: str, workdir: str) -> FileInput:
-    import httpx
-
     dest = os.path.join(_new_slot(workdir), filename_from_url(url))
-    headers = {"User-Agent": os.environ["COG_USER_AGENT"]} if os.environ.get("COG_USER_AGENT") else {}
-    try:
-        async with client.stream("GET", url, headers=headers) as resp:
-            if resp.status_code >= 400:
-                kind = "Client" if resp.status_code < 500 else "Server"
-                raise InputFileError(f"{resp.status_code} {kind} Error: {resp.reason_phrase} for url: {url}")
-            length = resp.headers.get("content-length", "")
-            if length.isdigit() and int(length) > files.MAX_INPUT_BYTES:  # refused before a byte is stored
-                raise InputFileError(f"{url} is larger than the {files.MAX_INPUT_BYTES}-byte input limit")
-            size = 0
-            with open(dest, "wb") as f:
-                async for chunk in resp.aiter_bytes(files.CHUNK_BYTES):
-                    size += len(chunk)
-                    if size > files.MAX_INPUT_BYTES:
-                        raise InputFileError(f"{url} is larger than the {files.MAX_INPUT_BYTES}-byte input limit")
-                    f.write(chunk)
-    except httpx.TimeoutException as exc:
-        raise InputFileError(f"timed out after {files.FETCH_TIMEOUT:g} s fetching {url}") from exc
-    except httpx.UnsupportedProtocol as exc:  # a redirect to file://, ftp://, ...
-        raise InputFileError(f"could not fetch {url}: it redirects to a URL that is not http(s)") from exc
-    except httpx.TooManyRedirects as exc:
-        raise InputFileError(f"could not fetch {url}: more than {files.MAX_REDIRECTS} redirects") from exc
-    except (httpx.HTTPError, httpx.InvalidURL, ValueError, OSError) as exc:
-        # ValueError covers URLs the client cannot even parse (bad IDNA host names, ...)
-        raise InputFileError(f"could not fetch {url}: {exc}") from exc
+    await files.download(client, url, dest)
     return FileInput(path=dest, source=url, kind="http")
 
 
@@ -91,7 +52,7 @@ async def _prepare_one(value: Any, workdir: str, client_box: list[Any]) -> Any:
     scheme = urllib.parse.urlparse(value).scheme.lower()
     if scheme in files.FETCHED_SCHEMES:
         if not client_box:
-            client_box.append(_client())
+            client_box.append(files.fetch_client())
         return await _download(client_box[0], value, workdir)
     if scheme == "file":  # other schemes pass through as paths, as in Cog 0.23.1 (its goldens)
         raise InputFileError("file: URLs are not allowed (only http, https and data URLs are fetched)")

@@ -115,6 +115,27 @@ def test_size_cap_and_timeout(server: str, tmp_path: Path, monkeypatch: pytest.M
         _prepare({"image": f"{server}/slow/photo.png"}, tmp_path)
 
 
+def test_urlpath_fetches_under_the_same_limits(server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cog.types.URLPath (the SDK's blocking fetch) shares the input download's rules, and
+    works from inside a running event loop (an async predictor)."""
+    from cogkit import URLPath
+
+    path = URLPath(f"{server}/photo.png", "photo.png").convert()
+    assert path.read_bytes() == b"\x89PNG fake" and path.suffix == ".png"
+
+    async def inside_a_loop() -> bytes:
+        return URLPath(f"{server}/my%20file.txt", "my file.txt").convert().read_bytes()
+
+    assert asyncio.run(inside_a_loop()) == b"hello"
+    with pytest.raises(files.InputFileError, match="^404 Client Error"):
+        URLPath(f"{server}/missing.png", "missing.png").convert()
+    with pytest.raises(files.InputFileError, match="only http, https and data URLs"):
+        files.fetch_to("file:///etc/passwd", tmp_path / "x")
+    monkeypatch.setattr(files, "MAX_INPUT_BYTES", 4)
+    with pytest.raises(files.InputFileError, match="larger than the 4-byte"):
+        URLPath(f"{server}/photo.png", "photo.png").convert()
+
+
 def test_bad_data_url(tmp_path: Path) -> None:
     with pytest.raises(files.InputFileError, match="invalid data URL"):
         _prepare({"image": "data:image/png;base64"}, tmp_path)
