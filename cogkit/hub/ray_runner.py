@@ -109,7 +109,10 @@ class RayCluster:
         deployment = app.deployments.get("model") if app is not None else None
         if deployment is None or deployment.replica_states.get("RUNNING"):
             return None
-        if str(getattr(deployment.status, "value", deployment.status)) not in ("UNHEALTHY", "DEPLOY_FAILED"):
+        state = str(getattr(deployment.status, "value", deployment.status))
+        if state == "UNHEALTHY" and not _is_start_failure(deployment.message):
+            return None  # a replica died or failed a health check: Serve is replacing it
+        if state not in ("UNHEALTHY", "DEPLOY_FAILED"):
             return None
         return "Ray could not start a replica of this model: " + _constructor_error(deployment.message)
 
@@ -254,6 +257,12 @@ class RayInstance:
         self._failure = reason
         if self._response is not None:
             self._response.cancel()
+
+
+def _is_start_failure(message: str) -> bool:
+    """Whether an UNHEALTHY status says new replicas fail to start (their constructor, i.e.
+    the model's setup), rather than that a running one died and is being replaced."""
+    return "ServerGone" in (message or "") or "constructor" in (message or "")
 
 
 def _constructor_error(message: str) -> str:
