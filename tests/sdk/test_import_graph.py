@@ -110,34 +110,36 @@ def test_the_scanner_sees_a_cycle():
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
-def test_cogkit_has_no_import_cycle():
+def _graph_in_a_fresh_interpreter() -> dict[str, list[str]]:
     # In a fresh interpreter: CPython 3.11.7's ast.parse can fail with "AST constructor recursion
     # depth mismatch" after other tests changed the recursion state (gh-106905).
-    code = ("import json; from tests.sdk.test_import_graph import import_graph, cycles; g = import_graph(); "
-            "print(json.dumps({'modules': sorted(g), 'cycles': cycles(g)}))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          cwd=ROOT.parent)
-    assert proc.returncode == 0, proc.stderr
-    found = json.loads(proc.stdout)
-    assert "cogkit.hub.service" in found["modules"] and "cogkit.server.app" in found["modules"]
-    assert found["cycles"] == []
-
-
-def test_the_core_imports_no_capability_package():
-    # cogkit/*.py (the SDK, schema, files, validation) sit below the worker, server, CLI,
-    # build and hub packages: only the entry point reaches up.
     code = ("import json; from tests.sdk.test_import_graph import import_graph; "
             "print(json.dumps({k: sorted(v) for k, v in import_graph().items()}))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           cwd=ROOT.parent)
     assert proc.returncode == 0, proc.stderr
-    graph = json.loads(proc.stdout)
+    return json.loads(proc.stdout)
+
+
+def test_cogkit_has_no_import_cycle():
+    graph = _graph_in_a_fresh_interpreter()
+    assert "cogkit.hub.service" in graph and "cogkit.server.app" in graph
+    assert cycles({k: set(v) for k, v in graph.items()}) == []
+
+
+CAPABILITIES = ("worker", "server", "cli", "build", "hub")
+
+
+def test_the_core_imports_no_capability_package():
+    # cogkit/*.py (the SDK, schema, files, validation) sit below the worker, server, CLI,
+    # build and hub packages: only the entry point reaches up.
+    graph = _graph_in_a_fresh_interpreter()
     upward = {
         (mod, dep)
         for mod, deps in graph.items()
         if mod.count(".") == 1 and mod not in ("cogkit.__main__", "cogkit.ml", "cogkit.playground")
-        and not any(mod.startswith(f"cogkit.{p}") for p in ("worker", "server", "cli", "build", "hub"))
+        and mod.split(".")[1] not in CAPABILITIES
         for dep in deps
-        if dep.split(".")[1] in ("worker", "server", "cli", "build", "hub")
+        if dep.split(".")[1] in CAPABILITIES
     }
     assert upward == set()
