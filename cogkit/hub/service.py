@@ -223,7 +223,8 @@ class Hub:
             self.live[row.id] = live
             try:
                 version, _ = await self.version_row(row.version)
-                live.list_output = Interface.of(version.openapi_schema, "train" if row.kind == "training" else "predict").output_is_list
+                mode = "train" if row.kind == "training" else "predict"
+                live.list_output = Interface.of(version.openapi_schema, mode).output_is_list
                 target = await self._target(row.version, row.deployment, row.kind)
             except ApiError as exc:
                 await self._finish(row.id, "failed", error=exc.detail)
@@ -434,7 +435,8 @@ class Hub:
             result = await conn.execute(_INSERT, values)
             values["pk"] = result.inserted_primary_key[0]
         row = t.Prediction(**values)
-        self.live[pid] = Live(pid, kind, origin, list_output=Interface.of(version.openapi_schema, mode).output_is_list, row=row)
+        list_output = Interface.of(version.openapi_schema, mode).output_is_list
+        self.live[pid] = Live(pid, kind, origin, list_output=list_output, row=row)
         self._submit(pid, target)
         if deadline is not None:
             self._timer(self._cancel_at(pid, deadline))
