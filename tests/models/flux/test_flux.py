@@ -278,6 +278,39 @@ def test_every_preset_generates_its_size(schnell, aspect_ratio) -> None:
     assert img.size == REFERENCE[aspect_ratio][1]
 
 
+def test_compiled_go_fast_serves_every_preset_after_the_warm_up(tiny_flux_schnell, monkeypatch) -> None:
+    """The compile cache after setup's warm-up ("presets", the CUDA default when compiled):
+    all 11 aspect ratios at both megapixel settings, and a batch of 2, run without one new
+    graph (here with the eager backend: dynamo's guards, and so its graph count, are the
+    same as inductor's; the inductor run of dynamic sizes is test_flux_slow)."""
+    import torch
+    import torch._dynamo.utils
+    from flux_engine import FluxEngine, Request
+
+    from flux_sizes import ASPECT_RATIOS, MEGAPIXELS
+
+    monkeypatch.setenv("COGKIT_FLUX_COMPILE", "1")
+    monkeypatch.setenv("COGKIT_COMPILE_BACKEND", "eager")
+    torch._dynamo.reset()
+    try:
+        engine = FluxEngine(tiny_flux_schnell, warmup="presets")
+        assert engine.compiled
+        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        assert graphs > 0
+        seen = set()
+        for mp in MEGAPIXELS:
+            for ar in ASPECT_RATIOS:
+                [img] = engine.generate(Request("a cat", aspect_ratio=ar, megapixels=mp, num_inference_steps=1,
+                                                seed=0, go_fast=True), quiet=True)
+                seen.add(img.size)
+        pair = engine.generate(Request("a cat", megapixels="0.25", num_outputs=2, num_inference_steps=1,
+                                       seed=0, go_fast=True), quiet=True)
+        assert len(seen) == 2 * len(ASPECT_RATIOS) and len(pair) == 2
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs, "a preset recompiled after warm-up"
+    finally:
+        torch._dynamo.reset()
+
+
 def test_full_megapixel_and_custom_sizes(schnell) -> None:
     from flux_engine import Request
 
