@@ -8,6 +8,7 @@ in cog.yaml override it. The tables are facts about torch and NVIDIA releases;
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -46,6 +47,20 @@ CUDA_IMAGES: dict[str, tuple[str, str, str]] = {
     "13.0": ("13.0.1", "9", "24.04"),
 }
 
+# Older Ubuntu releases that also have an nvidia/cuda cudnn runtime image for that CUDA
+# (besides the one in CUDA_IMAGES): where another Python is needed.
+OTHER_UBUNTUS: dict[str, tuple[str, ...]] = {
+    "12.6": ("22.04",),
+    "12.8": ("22.04",),
+    "12.9": ("22.04",),
+    "13.0": ("22.04",),
+}
+
+# Ubuntu release -> the Python its archive ships (python3.X). GPU images use it: the
+# other ways to get a Python (uv/pyenv builds, the deadsnakes PPA) download from GitHub
+# or Launchpad, which a build limited to package registries cannot reach.
+UBUNTU_PYTHON: dict[str, str] = {"22.04": "3.10", "24.04": "3.12"}
+
 # CUDA used when neither torch nor build.cuda says otherwise (Cog's default).
 DEFAULT_CUDA = "11.8"
 
@@ -57,6 +72,11 @@ class CudaChoice:
     cudnn: str
     ubuntu: str
     reason: str
+
+    @property
+    def python(self) -> str:
+        """The Python (major.minor) of this image's Ubuntu: the one the image gets."""
+        return UBUNTU_PYTHON[self.ubuntu]
 
     @property
     def image(self) -> str:
@@ -74,6 +94,43 @@ def cuda_image_tag(cuda_full: str, cudnn: str, ubuntu: str) -> str:
     minor = _major_minor(cuda_full)
     cudnn_part = "cudnn" if _as_tuple(minor) >= (12, 4) else f"cudnn{cudnn}"
     return f"{cuda_full}-{cudnn_part}-runtime-ubuntu{ubuntu}"
+
+
+def ubuntus_for(cuda: str) -> tuple[str, ...]:
+    """The Ubuntu releases with an nvidia/cuda runtime image for ``cuda``, newest first."""
+    return (CUDA_IMAGES[cuda][2], *OTHER_UBUNTUS.get(cuda, ()))
+
+
+def with_python(choice: CudaChoice, python_version: str, where: str = "cog.yaml") -> tuple[CudaChoice, list[str]]:
+    """``choice`` on the Ubuntu release whose own Python is ``python_version``.
+
+    Raises BuildError naming build.python_version and the Pythons that work for that CUDA
+    when none of its images has it. Returns warnings to print (a patch release asked for
+    is the distribution's, not pinned)."""
+    from cogkit.build.builders import BuildError
+
+    wanted = _major_minor(python_version)
+    for ubuntu in ubuntus_for(choice.cuda):
+        if UBUNTU_PYTHON.get(ubuntu) == wanted:
+            break
+    else:
+        works = sorted({UBUNTU_PYTHON[u] for u in ubuntus_for(choice.cuda) if u in UBUNTU_PYTHON}, key=_as_tuple)
+        elsewhere = sorted((c for c in CUDA_IMAGES if any(UBUNTU_PYTHON.get(u) == wanted for u in ubuntus_for(c))),
+                           key=_as_tuple)
+        hint = (f"; CUDA {', '.join(elsewhere)} images have Python {wanted} (build.cuda)" if elsewhere else "")
+        raise BuildError(
+            f"{where}: build.python_version: Python {python_version} is not available for a GPU image with "
+            f"CUDA {choice.cuda}: GPU images use the Python of the nvidia/cuda image's Ubuntu "
+            f"({', '.join('Ubuntu ' + u for u in ubuntus_for(choice.cuda))}), because downloading another "
+            f"Python needs GitHub; set build.python_version to {' or '.join(works)}{hint}"
+        )
+    warnings = []
+    if python_version != wanted:
+        warnings.append(f"build.python_version {python_version}: GPU images get Ubuntu {ubuntu}'s Python {wanted} "
+                        "at its own patch release")
+    if ubuntu != choice.ubuntu:
+        choice = dataclasses.replace(choice, ubuntu=ubuntu, reason=f"{choice.reason}; Ubuntu {ubuntu} for Python {wanted}")
+    return choice, warnings
 
 
 def _as_tuple(version: str) -> tuple[int, ...]:

@@ -5,7 +5,8 @@ Python packages, cogkit, ``build.run`` commands, then the server settings, weigh
 and finally the project code, so that editing code rebuilds only the last layers.
 
 The paths COPY'd come from the staged context (see :mod:`cogkit.build.context`):
-``build/req/`` (requirements), ``build/wheel/`` (cogkit), ``weights/``, ``src/``.
+``build/req/`` (requirements), ``build/wheel/`` (cogkit), ``managed-weights/<name>/``
+(cog.yaml ``weights:``), ``weights/`` (``--separate-weights``), ``src/``.
 
 hadolint runs clean on the output; the few rules we ignore are justified where the
 ``# hadolint ignore=`` comment is emitted.
@@ -22,8 +23,10 @@ from cogkit.build.requirements import IMAGE_DIR
 from cogkit.config import RunCommand
 from cogkit.exceptions import CogkitError
 
-# uv provides Python on CUDA images (they ship only Ubuntu's python3); pinned for reproducibility.
-UV_IMAGE = "ghcr.io/astral-sh/uv:0.9.26"
+# uv makes the virtualenv of CUDA images; from PyPI (no image pull from ghcr.io), pinned.
+UV_VERSION = "0.9.26"
+UV_DIR = "/opt/uv"
+VENV_DIR = "/opt/venv"
 SERVER_PORT = 5000
 PIP_CACHE = "--mount=type=cache,target=/root/.cache/pip"
 APT_CACHE = "--mount=type=cache,target=/var/cache/apt,sharing=locked"
@@ -43,6 +46,8 @@ class DockerfilePlan:
     train_ref: str | None = None
     concurrency_max: int | None = None
     separate_weights: bool = False
+    # managed weights (cog.yaml weights:): (context folder, target in the image), one layer each
+    managed_weights: list[tuple[str, str]] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
     cache_mounts: bool = True  # RUN --mount=type=cache (BuildKit, podman, buildah)
     base_image: str | None = None  # override of the computed base image
@@ -114,7 +119,10 @@ def render(plan: DockerfilePlan) -> str:
     #   our own packages use --no-install-recommends.
     # DL3009: the package lists are deleted at the end of the step; the .deb cache is
     #   a cache mount when the builder supports it, so it never reaches the layer.
-    own = ["tini"] + (["ca-certificates"] if plan.cuda else [])
+    own = ["tini"]
+    if plan.cuda:
+        # The distribution's Python (see cuda.UBUNTU_PYTHON) and pip, which installs uv.
+        own += ["ca-certificates", f"python{plan.cuda.python}", "python3-pip"]
     apt = [
         "apt-get update -qq",
         "apt-get install -qqy --no-install-recommends " + " ".join(own),
@@ -129,12 +137,18 @@ def render(plan: DockerfilePlan) -> str:
     out.append('ENTRYPOINT ["/usr/bin/tini", "--"]')
 
     if plan.cuda:
-        # CUDA images carry the distribution's Python only; uv installs the version asked
-        # for into a virtualenv that becomes the image's `python`.
-        out.append(f"COPY --from={UV_IMAGE} /uv /usr/local/bin/uv")
-        out.append(_env_line({"UV_PYTHON_INSTALL_DIR": "/opt/uv-python", "VIRTUAL_ENV": "/opt/venv"}))
-        out.append("ENV PATH=/opt/venv/bin:$PATH")  # keeps the CUDA image's own PATH entries
-        out.append(f"RUN uv venv --seed --python {plan.python_version} /opt/venv")
+        # A virtualenv on the distribution's Python becomes the image's `python` (Ubuntu's
+        # own is externally managed, PEP 668). uv comes from PyPI into its own folder
+        # (--target skips PEP 668: it is not the system's site-packages); it must never
+        # download a Python (that is GitHub): UV_PYTHON_DOWNLOADS=never makes it fail
+        # instead. UV_NATIVE_TLS: trust the system's CA store, as pip does.
+        py = f"/usr/bin/python{plan.cuda.python}"
+        out.append(_env_line({"UV_PYTHON_DOWNLOADS": "never", "UV_NATIVE_TLS": "1", "VIRTUAL_ENV": VENV_DIR}))
+        out.append(f"ENV PATH={VENV_DIR}/bin:$PATH")  # keeps the CUDA image's own PATH entries
+        out.append(
+            f"RUN {pip_mount}{py} -m pip install{pip_flags} --target {UV_DIR} uv=={UV_VERSION} \\\n"
+            f"    && {UV_DIR}/bin/uv venv --seed --python {py} {VENV_DIR}"
+        )
 
     if plan.has_requirements:
         out.append(f"COPY build/req/ {IMAGE_DIR}/")
@@ -163,6 +177,10 @@ def render(plan: DockerfilePlan) -> str:
     if server_env:
         out.append(_env_line(server_env))
     out.append('CMD ["python", "-m", "cogkit.server"]')
+    # Each managed weights entry is a layer that holds only its files, before the code, so
+    # a code change keeps it cached (and unchanged weights are not pushed again).
+    for folder, target in plan.managed_weights:
+        out.append("COPY " + json.dumps([folder.rstrip("/") + "/", target.rstrip("/") + "/"]))
     if plan.separate_weights:
         out.append("COPY weights/ /src/")
     out.append("COPY src/ /src/")

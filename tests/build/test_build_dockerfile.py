@@ -16,7 +16,8 @@ import pytest
 
 from cogkit.build.context import WEIGHTS_MIN_BYTES
 from cogkit.build.cuda import resolve_cuda
-from cogkit.build.dockerfile import DockerfilePlan, json_label, quote, render
+from cogkit.build.builders import BuildError
+from cogkit.build.dockerfile import UV_VERSION, DockerfilePlan, json_label, quote, render
 from cogkit.build.pipeline import BuildOptions, image_name, prepare_context
 from cogkit.config import Mount, RunCommand, load_config
 from cogkit.exceptions import CogkitError
@@ -81,32 +82,100 @@ def test_cpu_base_image_follows_python_version(tmp_path: Path, version: str) -> 
 def test_gpu_image_uses_cuda_runtime_image_chosen_from_torch(tmp_path: Path) -> None:
     project = _project(
         tmp_path / "p",
-        'build:\n  gpu: true\n  python_version: "3.12"\n  python_packages: ["torch==2.5.1"]\nrun: "predict.py:Predictor"\n',
+        'build:\n  gpu: true\n  python_version: "3.10"\n  python_packages: ["torch==2.5.1"]\nrun: "predict.py:Predictor"\n',
     )
     dockerfile, ctx = _stage(project, tmp_path)
     instrs = _instructions(dockerfile)
     assert instrs[0] == "FROM nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04"
     assert 'NVIDIA_DRIVER_CAPABILITIES="all"' in dockerfile
-    # Python comes from uv into a venv that is first on PATH, before any pip install.
-    venv = _index(instrs, "RUN uv venv --seed --python 3.12 /opt/venv")
-    assert _index(instrs, "ENV PATH=/opt/venv/bin:$PATH") < venv < _index(instrs, "RUN --mount=type=cache,target=/root/.cache/pip python -m pip install -r")
+    # Ubuntu's own Python and pip from apt; uv from PyPI makes a venv on that interpreter,
+    # first on PATH, before any pip install; uv may never download a Python.
+    apt = _index(instrs, "RUN --mount=type=cache,target=/var/cache/apt")
+    assert "apt-get install -qqy --no-install-recommends tini ca-certificates python3.10 python3-pip" in instrs[apt]
+    venv = _index(instrs, "RUN --mount=type=cache,target=/root/.cache/pip /usr/bin/python3.10 -m pip install "
+                          f"--target /opt/uv uv=={UV_VERSION} && /opt/uv/bin/uv venv --seed --python /usr/bin/python3.10 /opt/venv")
+    env = _index(instrs, 'ENV UV_PYTHON_DOWNLOADS="never"')
+    assert apt < env < _index(instrs, "ENV PATH=/opt/venv/bin:$PATH") < venv < _index(
+        instrs, "RUN --mount=type=cache,target=/root/.cache/pip python -m pip install -r")
     req = (ctx / "build" / "req" / "requirements.txt").read_text()
     assert "--extra-index-url https://download.pytorch.org/whl/cu124" in req
     config_label = re.search(r'run\.cog\.config="(.*?)"(?: \\|\n)', dockerfile).group(1)
     assert '\\"cuda\\":\\"12.4\\"' in config_label and '\\"cudnn\\":\\"9\\"' in config_label
 
 
-def test_gpu_cuda_override_and_default(tmp_path: Path) -> None:
-    override = _project(
-        tmp_path / "a",
-        'build:\n  gpu: true\n  cuda: "11.8"\n  python_version: "3.11"\n  python_packages: ["torch==2.5.1"]\nrun: "predict.py:Predictor"\n',
+@pytest.mark.parametrize("python, image", [
+    ("3.12", "nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04"),  # the newest Ubuntu when its Python fits
+    ("3.10", "nvidia/cuda:12.6.3-cudnn-runtime-ubuntu22.04"),  # else the Ubuntu release that has it
+    ("3.10.14", "nvidia/cuda:12.6.3-cudnn-runtime-ubuntu22.04"),  # a patch release: the distribution's
+])
+def test_gpu_base_image_follows_the_python_its_ubuntu_ships(tmp_path: Path, python: str, image: str) -> None:
+    project = _project(tmp_path / "p", f'build:\n  gpu: true\n  python_version: "{python}"\n'
+                                       '  python_packages: ["torch==2.6.0"]\nrun: "predict.py:Predictor"\n')
+    messages: list[str] = []
+    prepare_context(load_config(project), tmp_path / "ctx", BuildOptions(), log=messages.append)
+    dockerfile = (tmp_path / "ctx" / "Dockerfile").read_text()
+    minor = ".".join(python.split(".")[:2])
+    assert _instructions(dockerfile)[0] == f"FROM {image}"
+    assert f"--python /usr/bin/python{minor} /opt/venv" in dockerfile
+    assert any(f"Python {minor} from Ubuntu" in m for m in messages)
+    assert any("at its own patch release" in m for m in messages) == (python != minor)
+
+
+@pytest.mark.parametrize("python, torch, works", [
+    ("3.11", "2.6.0", "3.10 or 3.12"),
+    ("3.13", "2.8.0", "3.10 or 3.12"),
+    ("3.12", "2.5.1", "3.10; CUDA 12.6, 12.8, 12.9, 13.0 images have Python 3.12 (build.cuda)"),
+])
+def test_gpu_python_no_ubuntu_ships_is_a_clear_error(tmp_path: Path, python: str, torch: str, works: str) -> None:
+    project = _project(tmp_path / "p", f'build:\n  gpu: true\n  python_version: "{python}"\n'
+                                       f'  python_packages: ["torch=={torch}"]\nrun: "predict.py:Predictor"\n')
+    with pytest.raises(BuildError) as err:
+        _stage(project, tmp_path)
+    message = str(err.value)
+    assert f"cog.yaml: build.python_version: Python {python} is not available for a GPU image with CUDA" in message
+    assert message.endswith(f"set build.python_version to {works}"), message
+
+
+def test_gpu_image_fetches_only_from_package_registries(tmp_path: Path) -> None:
+    """Done-when of #17: a gpu: true project stages to a Dockerfile and context whose every
+    fetch is apt, pip or uv against package registries: no image but the FROM base, no
+    URL of GitHub, ghcr.io or astral.sh, no curl/wget, and uv held to the system Python."""
+    project = _project(
+        tmp_path / "p",
+        """
+        build:
+          gpu: true
+          python_version: "3.12"
+          system_packages: [ffmpeg]
+          python_requirements: requirements.txt
+        run: "predict.py:Predictor"
+        """,
+        {"requirements.txt": "torch==2.6.0\nnumpy==2.1.0\n"},
     )
-    dockerfile, ctx = _stage(override, tmp_path / "a-out")
-    assert _instructions(dockerfile)[0] == "FROM nvidia/cuda:11.8.0-cudnn8-runtime-ubuntu22.04"
-    assert "whl/cu118" in (ctx / "build" / "req" / "requirements.txt").read_text()
-    default = _project(tmp_path / "b", 'build:\n  gpu: true\n  python_version: "3.11"\nrun: "predict.py:Predictor"\n')
-    dockerfile, _ = _stage(default, tmp_path / "b-out")
-    assert _instructions(dockerfile)[0] == "FROM nvidia/cuda:11.8.0-cudnn8-runtime-ubuntu22.04"
+    dockerfile, ctx = _stage(project, tmp_path)
+    instrs = _instructions(dockerfile)
+    texts = [dockerfile] + [p.read_text() for p in ctx.rglob("*") if p.is_file() and p.suffix in ("", ".txt", ".json")]
+    for text in texts:
+        for host in ("ghcr.io", "github.com", "githubusercontent.com", "astral.sh", "pypa.io"):
+            assert host not in text, host
+    assert [i for i in instrs if i.startswith("FROM ")] == ["FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04"]
+    assert not [i for i in instrs if i.startswith(("COPY --from", "ADD "))]
+    allowed = ("apt-get update", "apt-get install", "rm -rf /var/lib/apt/lists/*", "python -m pip install ",
+               "/usr/bin/python3.12 -m pip install ", "/opt/uv/bin/uv venv ")
+    for instr in instrs:
+        if not instr.startswith("RUN "):
+            continue
+        body = re.sub(r"--mount=\S+ ", "", instr[4:])
+        for command in body.split(" && "):
+            assert command.startswith(allowed), command
+            assert "http" not in command, command  # indexes come from pip's defaults or requirements
+    assert 'UV_PYTHON_DOWNLOADS="never"' in dockerfile
+    assert "uv venv --seed --python /usr/bin/python3.12 " in dockerfile  # a path: uv cannot fetch one
+    assert f"uv=={UV_VERSION}" in dockerfile and re.fullmatch(r"\d+\.\d+\.\d+", UV_VERSION)
+    indexes = re.findall(r"--(?:extra-)?index-url (\S+)", (ctx / "build" / "req" / "requirements.txt").read_text())
+    assert indexes == ["https://download.pytorch.org/whl/cu126"]  # PyTorch's wheel index, a package registry
+    proc = subprocess.run([_hadolint(), "--no-color", str(ctx / "Dockerfile")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_cpu_torch_gets_the_cpu_wheel_index(tmp_path: Path) -> None:
