@@ -4,7 +4,8 @@
    runtime image chosen in :mod:`cogkit.build.cuda`).
 2. Compute the OpenAPI schema on this machine, in a subprocess run from the project
    folder (importing the user's module must not touch this process).
-3. Stage the context (:mod:`cogkit.build.context`): requirements, a cogkit wheel,
+3. Stage the context (:mod:`cogkit.build.context`): requirements, a cogkit wheel
+   (:mod:`cogkit.build.sdk`), managed weights (:mod:`cogkit.build.managed_weights`),
    weights, code, the schema at ``src/.cog/openapi_schema.json``, the Dockerfile.
 4. Run the builder.
 """
@@ -23,14 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cogkit._version import COG_COMPAT_VERSION, __version__
+from cogkit._version import COG_COMPAT_VERSION
 from cogkit.build.builders import Builder, BuildError, build_command, detect_builder, run_build
 from cogkit.build.context import ALWAYS_IGNORED, find_weights, project_files, stage_tree
-from cogkit.build.cuda import resolve_cuda
+from cogkit.build.cuda import resolve_cuda, with_python
 from cogkit.build.dockerfile import DockerfilePlan, json_label, render
 from cogkit.build.dockerignore import DockerIgnore
+from cogkit.build.managed_weights import stage_managed_weights
 from cogkit.build.requirements import CPU_TORCH_INDEX, Requirements, gather, staged_path
-from cogkit.build.wheel import build_cogkit_wheel
+from cogkit.build.sdk import sdk_wheel
+from cogkit.build.weights_download import progress_wanted
 from cogkit.config import Config
 
 Log = Callable[[str], None]
@@ -108,11 +111,6 @@ def prepare_context(
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
 
-    if b.sdk_version:
-        log(f"note: build.sdk_version ({b.sdk_version}) pins Cog's SDK; the image gets this cogkit ({__version__}) instead")
-    if config.weights:
-        log("warning: cog.yaml weights: (managed weights) are not fetched into the image by cogkit build; "
-            "keep weight files in the project (see --separate-weights) or download them in setup()")
     reqs = gather(project, b.python_requirements, b.python_packages)
     for spec in reqs.dropped:
         log(f"dropping {spec!r} from the Python requirements: the image gets this cogkit, which provides `cog`")
@@ -120,24 +118,30 @@ def prepare_context(
     torch_index = CPU_TORCH_INDEX
     if b.gpu:
         cuda, warnings = resolve_cuda(reqs.torch_version, b.cuda, b.cudnn, reqs.torch_named)
+        cuda, more = with_python(cuda, b.python_version, str(config.path))
+        warnings += more
         for w in warnings:
             log(f"warning: {w}")
-        log(f"GPU image: {cuda.reason} -> {cuda.image}")
+        log(f"GPU image: {cuda.reason} -> {cuda.image} (Python {cuda.python} from Ubuntu {cuda.ubuntu})")
         torch_index = cuda.torch_index
 
     # The schema first: a predictor that does not import fails the build before any work.
     schema = _schema(config, options, log)
-    wheel = build_cogkit_wheel(dest / "build" / "wheel")
+    wheel = sdk_wheel(b.sdk_version, dest / "build" / "wheel", str(config.path), log)
     if not reqs.empty:
         _stage_requirements(reqs, dest, torch_index)
+    managed = stage_managed_weights(config, dest, progress_wanted(options.quiet), log)
     files = project_files(project, DockerIgnore.load(project))
+    # Project files a weights entry took are in its layer (at its target), not in the code's.
+    taken = set().union(*(w.project_files for w in managed))
+    files.files = [f for f in files.files if f not in taken]
     weights = find_weights(project, files.files) if options.separate_weights else []
     if options.separate_weights:
         total = sum((project / w).stat().st_size for w in weights)
         log(f"separate weights layer: {len(weights)} file(s), {total / 1e6:.1f} MB" if weights
             else "separate weights layer: no file of 10 MB or more to separate")
     stage_tree(project, dest, files, weights)
-    labels = {"run.cog.version": COG_COMPAT_VERSION, "run.cogkit.version": __version__}
+    labels = {"run.cog.version": COG_COMPAT_VERSION, "run.cogkit.version": wheel.version}
     if schema is not None:
         schema_file = dest / "src" / ALWAYS_IGNORED / "openapi_schema.json"
         schema_file.parent.mkdir(parents=True, exist_ok=True)
@@ -149,12 +153,13 @@ def prepare_context(
         system_packages=list(b.system_packages),
         environment=dict(config.environment),
         has_requirements=not reqs.empty,
-        cogkit_wheel=wheel.name,
+        cogkit_wheel=wheel.path.name,
         run=list(b.run),
         predict_ref=config.predict,
         train_ref=config.train,
         concurrency_max=config.concurrency_max,
         separate_weights=bool(weights),
+        managed_weights=[(w.folder, w.target) for w in managed],
         cache_mounts=cache_mounts,
         base_image=options.base_image,
     )
