@@ -34,6 +34,7 @@ import collections
 import dataclasses
 import json
 import math
+import os
 import pathlib
 import time
 from typing import Any
@@ -190,6 +191,7 @@ class SDXLEngine:
         if self.lcm_lora_path is None and self.weights_mode != "lcm":
             log("[sdxl] LCM-LoRA: weights not available; fast_mode=lcm needs them")
         self.fp8 = bool(env_flag("COGKIT_SDXL_FP8", default=False))
+        self.slot: Any = None  # the compiled UNet's LoRA hot-swap slot (cogkit.ml.lora_hotswap)
         if self.fp8:
             quantize_unet_fp8(self.base.unet)
         self.compiled = bool(env_flag("COGKIT_COMPILE", default=self.plan.device == "cuda"))
@@ -202,11 +204,24 @@ class SDXLEngine:
         decoder, then one short generation so the first request does not pay for it."""
         from cogkit.ml.compile import compile_unet_pipeline, warm_up
 
+        if not self.fp8 and env_flag("COGKIT_SDXL_LORA_SLOT", default=True):
+            from cogkit.ml.lora_hotswap import DEFAULT_RANK, HotswapSlot
+
+            self._unfuse_qkv()  # LoRAs address the separate q/k/v projections
+            rank = int(os.environ.get("COGKIT_SDXL_LORA_RANK") or DEFAULT_RANK)
+            self.slot = HotswapSlot(self.base.unet, rank=rank)
         compile_unet_pipeline(self.base)
         size = MODES[self.weights_mode]["size"] if self.plan.device == "cuda" else 64
-        warm_up(lambda: self.base("warm-up", width=size, height=size, num_inference_steps=2,
-                                  guidance_scale=MODES[self.weights_mode]["guidance"], output_type="pil"),
-                runs=1, label=f"compile warm-up at {size}x{size}")
+
+        def generate() -> None:
+            self.base("warm-up", width=size, height=size, num_inference_steps=2,
+                      guidance_scale=MODES[self.weights_mode]["guidance"], output_type="pil")
+
+        if self.slot is not None:  # both graphs: with the (empty) LoRA slot on, and without
+            self.slot.activate()
+            warm_up(generate, runs=1, label=f"compile warm-up at {size}x{size}, LoRA slot on")
+            self.slot.disable()
+        warm_up(generate, runs=1, label=f"compile warm-up at {size}x{size}")
 
     # ------------------------------------------------------------------ extras
 
@@ -314,8 +329,9 @@ class SDXLEngine:
         log(f"[sdxl] LoRA {name} loaded from {path} in {time.perf_counter() - t0:.2f}s")
 
     def set_loras(self, lora_weights: str | None, lora_scale: float, lcm: bool) -> None:
-        """Activate the requested LoRA (hot-swapped: the base weights stay loaded) and/or
-        the LCM-LoRA; deactivate all when none is wanted."""
+        """Activate the requested LoRA and/or the LCM-LoRA; deactivate all when none is
+        wanted. Loaded LoRAs stay loaded (least recently used evicted). On a compiled UNet
+        a LoRA is copied into the hot-swap slot instead, so no request recompiles it."""
         names, scales = [], []
         if (lora_weights or lcm) and self.fp8:
             raise InputError(("lora_weights" if lora_weights else "fast_mode") +
@@ -327,26 +343,70 @@ class SDXLEngine:
                 self._lcm_adapter = "lcm"
             names.append("lcm")
             scales.append(1.0)
+        in_slot = False
         if lora_weights:
             path = resolve_lora_file(lora_weights)
             name = adapter_name(path)  # by content: one adapter per LoRA, whatever path or URL named it
-            if name not in self._adapters:
-                while len(self._adapters) >= MAX_USER_LORAS:
-                    old, _ = self._adapters.popitem(last=False)
-                    self.base.delete_adapters(old)
-                try:
-                    self._load_adapter(path, name)
-                except Exception as exc:
-                    raise InputError(f"lora_weights: cannot load a LoRA from {lora_weights}: {type(exc).__name__}: {exc}") from None
-                self._adapters[name] = str(path)
-            self._adapters.move_to_end(name)
-            names.append(name)
-            scales.append(lora_scale)
-        if names:
+            in_slot = name not in self._adapters and self._swap_into_slot(path, name, lora_weights)
+            if not in_slot:
+                if name not in self._adapters:
+                    while len(self._adapters) >= MAX_USER_LORAS:
+                        old, _ = self._adapters.popitem(last=False)
+                        self.base.delete_adapters(old)
+                    try:
+                        self._load_adapter(path, name)
+                    except Exception as exc:
+                        raise InputError(f"lora_weights: cannot load a LoRA from {lora_weights}: {type(exc).__name__}: {exc}") from None
+                    self._adapters[name] = str(path)
+                self._adapters.move_to_end(name)
+                names.append(name)
+                scales.append(lora_scale)
+        if names:  # ordinary adapters: LCM, or LoRAs loaded the usual way (this sets only their scales)
             self.base.enable_lora()
             self.base.set_adapters(names, adapter_weights=scales)
         elif self._adapters or self._lcm_adapter:
             self.base.disable_lora()
+        if self.slot is not None:  # then the UNet's adapters: the slot's scale in place, and which are on
+            if in_slot:
+                self.slot.set_scale(lora_scale)
+            self.slot.activate(names, slot=in_slot)
+
+    def _swap_into_slot(self, path: pathlib.Path, name: str, spec: str) -> bool:
+        """Copy the LoRA at ``path`` into the compiled UNet's slot; False when there is no
+        slot or the LoRA does not fit it (then it is loaded as an ordinary adapter)."""
+        if self.slot is None:
+            return False
+        if self.slot.current == name:
+            return True
+        from diffusers.utils import convert_unet_state_dict_to_peft
+
+        from cogkit.ml.lora_hotswap import SlotMismatch
+
+        try:
+            state_dict, alphas = self.base.lora_state_dict(str(path), unet_config=self.base.unet.config)
+        except Exception as exc:
+            raise InputError(f"lora_weights: cannot load a LoRA from {spec}: {type(exc).__name__}: {exc}") from None
+        unet = {k.removeprefix("unet."): v for k, v in state_dict.items() if k.startswith("unet.")}
+        if unet and not any("lora_A" in k for k in unet):
+            unet = convert_unet_state_dict_to_peft(unet)
+        try:
+            if len(unet) < len(state_dict):
+                raise SlotMismatch("it has text-encoder layers (the slot is on the UNet only)")
+            self.slot.check(unet, {k: v for k, v in (alphas or {}).items() if k.startswith("unet.")})
+        except SlotMismatch as exc:
+            log(f"[sdxl] LoRA {name}: {exc}; loading it as its own adapter (the compiled UNet recompiles for it)")
+            return False
+        try:
+            self.slot.swap(name, lambda slot: self.base.load_lora_into_unet(
+                state_dict, network_alphas=alphas, unet=self.base.unet, adapter_name=slot,
+                _pipeline=self.base, hotswap=True))
+        except Exception as exc:
+            if self.slot.broken:
+                log("[sdxl] the LoRA hot-swap slot was lost; LoRAs load as ordinary adapters from now on")
+                self.slot = None
+            raise InputError(f"lora_weights: cannot load a LoRA from {spec}: {type(exc).__name__}: {exc}") from None
+        log(f"[sdxl] LoRA {name} from {path} in the hot-swap slot")
+        return True
 
     # ------------------------------------------------------------------ one request
 

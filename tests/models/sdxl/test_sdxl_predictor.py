@@ -273,6 +273,50 @@ def test_lora_hot_swap(predictor, tiny_sdxl_lora, capfd):
     assert err.count("LoRA lora_") == 1  # loaded once, then only re-activated
 
 
+def test_compiled_unet_swaps_loras_in_its_slot_without_recompiling(predictor, tiny_sdxl_weights, tiny_sdxl_lora,
+                                                                    tmp_path, monkeypatch, capfd):
+    """COGKIT_COMPILE=1 (the CUDA default; the eager backend here): LoRAs are copied into the
+    UNet's hot-swap slot, scales written in place, so after setup's warm-up no request
+    compiles a new graph, and each image is the uncompiled engine's with the same LoRA."""
+    import torch
+    import torch._dynamo.utils
+    from sdxl_engine import SDXLEngine
+
+    from cogkit.ml.tiny.sdxl import build_sdxl_lora
+
+    other = build_sdxl_lora(tiny_sdxl_weights, tmp_path / "other", seed=5, rank=8)
+    monkeypatch.setenv("COGKIT_COMPILE", "1")
+    monkeypatch.setenv("COGKIT_COMPILE_BACKEND", "eager")
+    torch._dynamo.reset()
+    try:
+        compiled = SDXLEngine(str(tiny_sdxl_weights))
+        assert compiled.slot is not None and compiled.compiled
+        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        plain = predictor.engine
+        for lora, scale in ((None, 1.0), (tiny_sdxl_lora, 1.0), (other, 0.8), (tiny_sdxl_lora, 0.5), (None, 1.0)):
+            req = dict(seed=21, lora_weights=str(lora) if lora else None, lora_scale=scale)
+            assert_same(*(e.run(engine_request(**req))[0] for e in (compiled, plain)))
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs, "a LoRA swap recompiled the UNet"
+        assert "copied into the hot-swap slot" in capfd.readouterr().err
+
+        # A LoRA the slot cannot hold (rank above it) still works, as its own adapter, and says so.
+        big = build_sdxl_lora(tiny_sdxl_weights, tmp_path / "big", seed=6, rank=80)
+        req = dict(seed=21, lora_weights=str(big), lora_scale=1.0)
+        assert_same(*(e.run(engine_request(**req))[0] for e in (compiled, plain)))
+        assert "rank 80 is above the slot's 64; loading it as its own adapter" in capfd.readouterr().err
+        (back,) = compiled.run(engine_request(seed=21, lora_weights=str(tiny_sdxl_lora), lora_scale=1.0))
+        assert_same(back, plain.run(engine_request(seed=21, lora_weights=str(tiny_sdxl_lora), lora_scale=1.0))[0])
+    finally:
+        torch._dynamo.reset()
+
+
+def engine_request(**kw):
+    from sdxl_engine import Request
+
+    return Request(**{"prompt": "a photo of a cat", "width": 64, "height": 64, "num_inference_steps": 2,
+                      "guidance_scale": 5.0, "apply_watermark": False, **kw})
+
+
 def test_lora_from_url(predictor, tiny_sdxl_weights, tmp_path, monkeypatch, capfd):
     from cogkit.ml.lora import adapter_name
     from cogkit.ml.tiny.sdxl import build_sdxl_lora
