@@ -19,9 +19,9 @@ def test_every_check_passes_on_the_cpu():
     proc = subprocess.run([sys.executable, "bench/gpu_check.py", "--cpu"], cwd=REPO, env=ENV, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    for name in ("fp8", "llama", "flux", "sdxl"):
+    for name in ("fp8", "llama", "flux", "sdxl", "hotswap"):
         assert f"PASS {name}:" in proc.stdout
-    assert "4 of 4 checks passed or skipped" in proc.stdout
+    assert "5 of 5 checks passed or skipped" in proc.stdout
 
 
 def test_without_cuda_it_asks_for_cpu_and_checks_names():
