@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cogkit.build.context import WEIGHTS_MIN_BYTES, find_weights, project_files, stage_tree
-from cogkit.build.cuda import CUDA_IMAGES, resolve_cuda
+from cogkit.build.cuda import CUDA_IMAGES, UBUNTU_PYTHON, resolve_cuda, ubuntus_for
 from cogkit.build.dockerignore import DockerIgnore
 from cogkit.build.requirements import CPU_TORCH_INDEX, IMAGE_DIR, gather
 from cogkit.build.wheel import build_cogkit_wheel
@@ -211,6 +211,12 @@ def test_cuda_choice_warnings_and_errors() -> None:
         resolve_cuda("1.12.1+cu102")
     choice, warnings = resolve_cuda("2.6.0+cu124", "12.6")
     assert choice.cuda == "12.6" and "not one torch 2.6.0+cu124 was built for (12.4)" in warnings[0]
+
+
+def test_every_cuda_image_ubuntu_has_a_known_python() -> None:
+    for cuda in CUDA_IMAGES:
+        assert all(u in UBUNTU_PYTHON for u in ubuntus_for(cuda)), cuda
+        assert resolve_cuda(None, cuda)[0].python == UBUNTU_PYTHON[CUDA_IMAGES[cuda][2]]
 
 
 def test_local_torch_version_picks_its_wheel_index() -> None:

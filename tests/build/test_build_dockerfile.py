@@ -368,6 +368,7 @@ PLANS = {
         has_requirements=True, cogkit_wheel="cogkit-0.1.0-py3-none-any.whl",
         run=[RunCommand("echo a > /a"), RunCommand("cat /s > /b", (Mount("secret", "s", "/s"),)), RunCommand("echo c")],
         predict_ref="predict.py:Predictor", train_ref="train.py:train", concurrency_max=2, separate_weights=True,
+        managed_weights=[("managed-weights/base", "/src/weights/base"), ("managed-weights/vae", "/opt/my weights")],
         labels={"run.cog.openapi_schema": json_label({"$ref": 'x "y" \\z'}), "run.cog.version": "0.23.1"},
     ),
     "gpu-full": DockerfilePlan(

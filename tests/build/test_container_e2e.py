@@ -497,3 +497,151 @@ def test_push_failures_are_explained(containers: Containers, tmp_path: Path) -> 
     finally:
         containers.run("podman", "rmi", image, nobody, check=False)
         _stop(reg)
+
+
+WEIGHTS_PREDICT_PY = '''
+import hashlib
+import os
+
+from cog import BasePredictor
+
+
+class Predictor(BasePredictor):
+    def setup(self):
+        # cog.yaml weights: are in the image at their target
+        with open("/models/e2e/model.bin", "rb") as f:
+            self.model = f.read()
+        with open("/models/e2e/vocab.json") as f:
+            self.vocab = f.read().strip()
+
+    def predict(self) -> str:
+        digest = hashlib.sha256(self.model).hexdigest()[:12]
+        return (f"CODE model={len(self.model)}:{digest} vocab={self.vocab} "
+                f"in_code={os.path.exists('/src/weights/model.bin')}")
+'''
+
+WEIGHTS_COG_YAML = """
+build:
+  python_version: "3.11"
+run: "predict.py:Predictor"
+weights:
+  - name: e2e-weights
+    target: /models/e2e
+    source:
+      - uri: weights/model.bin
+      - uri: {url}
+"""
+
+
+def _layer_files(containers: Containers, image: str, dest: Path) -> dict[str, list[str]]:
+    """Layer digest -> the regular files in that layer, read from the pushed image's blobs."""
+    import tarfile
+
+    containers.run("skopeo", "copy", "--src-tls-verify=false", f"docker://{image}", f"dir:{dest}")
+    manifest = json.loads((dest / "manifest.json").read_text())
+    layers = {}
+    for layer in manifest["layers"]:
+        with tarfile.open(dest / layer["digest"].split(":", 1)[1], "r:*") as tar:
+            layers[layer["digest"]] = sorted(m.name.lstrip("./") for m in tar.getmembers() if m.isfile())
+    return layers
+
+
+def test_managed_weights_are_one_layer_that_a_code_change_keeps(containers: Containers, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """cog.yaml weights: (a project file and a URL on a 127.0.0.1 server) build into one
+    layer holding exactly the weights at their target; a build that changes only the code
+    pushes the same weights layer (skopeo inspect); the running model reads them there."""
+    import functools
+    import http.server
+    import threading
+
+    from cogkit.build.runner import run_image
+
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "vocab.json").write_text('{"hello": 1}\n')
+    origin = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served)))
+    thread = threading.Thread(target=origin.serve_forever, daemon=True)
+    thread.start()
+    try:
+        project = tmp_path / "weights-model"
+        (project / "weights").mkdir(parents=True)
+        model = os.urandom(3 * 1024 * 1024)
+        (project / "weights" / "model.bin").write_bytes(model)
+        (project / "predict.py").write_text(WEIGHTS_PREDICT_PY)
+        url = f"http://127.0.0.1:{origin.server_address[1]}/vocab.json"
+        (project / "cog.yaml").write_text(WEIGHTS_COG_YAML.format(url=url))
+
+        digests: dict[str, list[str]] = {}
+        files: dict[str, dict[str, list[str]]] = {}
+        for version in ("v1", "v2"):
+            if version == "v2":  # the code only
+                (project / "predict.py").write_text(WEIGHTS_PREDICT_PY.replace("CODE", "CODE-v2"))
+            image = f"{containers.registry}/e2e-weights:{version}"
+            push = containers.cogkit("push", image, "--insecure", cwd=project)
+            assert push.returncode == 0, push.stderr[-4000:]
+            assert "weights e2e-weights: 2 file(s), 3.1 MB -> /models/e2e (own layer)" in push.stderr, push.stderr
+            inspect = json.loads(containers.run("skopeo", "inspect", "--tls-verify=false", f"docker://{image}").stdout)
+            digests[version] = inspect["Layers"]
+            files[version] = _layer_files(containers, image, tmp_path / f"blobs-{version}")
+    finally:
+        origin.shutdown()
+        origin.server_close()
+
+    weight_layers = [d for d, names in files["v1"].items() if any(n.startswith("models/e2e/") for n in names)]
+    assert len(weight_layers) == 1, files["v1"]
+    weights_layer = weight_layers[0]
+    assert files["v1"][weights_layer] == ["models/e2e/model.bin", "models/e2e/vocab.json"]  # exactly the weights
+    assert not any("model.bin" in n for d, names in files["v1"].items() if d != weights_layer for n in names)
+    # The code changed, the weights layer did not: same digest, placed before the code layer.
+    assert weights_layer in digests["v2"]
+    assert digests["v1"] != digests["v2"]
+    changed = [i for i, (a, b) in enumerate(zip(digests["v1"], digests["v2"])) if a != b]
+    assert changed and min(changed) > digests["v2"].index(weights_layer), (digests, weights_layer)
+    assert len(digests["v1"]) == len(digests["v2"])
+
+    for key in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF"):
+        monkeypatch.setenv(key, containers.env[key])
+    image = f"{containers.registry}/e2e-weights:v2"
+    containers.run("podman", "rmi", "-f", image)
+    with run_image(image, engine="podman", setup_timeout=READY_TIMEOUT * 2) as url:
+        resp = httpx.post(f"{url}/predictions", json={"input": {}}, timeout=60)
+    assert resp.status_code == 200, resp.text
+    digest = hashlib.sha256(model).hexdigest()[:12]
+    assert resp.json()["output"] == f'CODE-v2 model={len(model)}:{digest} vocab={{"hello": 1}} in_code=False'
+    assert not _our_containers(containers)
+
+
+def test_gpu_python_recipe_builds_and_runs_on_a_debian_base(containers: Containers, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU images' Python recipe for real, minus CUDA (no nvidia/cuda image can be
+    pulled here): the distribution's python3.X and pip from apt, uv from PyPI, a uv venv on
+    /usr/bin/python3.X that may not download a Python, then cogkit installed into it. On
+    the Debian base (bookworm: Python 3.11) in place of Ubuntu's."""
+    from cogkit._version import __version__
+    from cogkit.build import cuda
+    from cogkit.build.dockerfile import UV_VERSION
+    from cogkit.build.pipeline import BuildOptions, prepare_context
+    from cogkit.config import load_config
+
+    monkeypatch.setitem(cuda.UBUNTU_PYTHON, cuda.CUDA_IMAGES[cuda.DEFAULT_CUDA][2], "3.11")  # as bookworm
+    project = tmp_path / "gpu-recipe"
+    project.mkdir()
+    (project / "predict.py").write_text(WEIGHTS_PREDICT_PY)
+    (project / "cog.yaml").write_text('build:\n  gpu: true\n  python_version: "3.11"\nrun: "predict.py:Predictor"\n')
+    ctx = tmp_path / "ctx"
+    prepare_context(load_config(project), ctx, BuildOptions(base_image=BASE_TAG), log=lambda m: None)
+    dockerfile = (ctx / "Dockerfile").read_text()
+    assert "uv venv --seed --python /usr/bin/python3.11 /opt/venv" in dockerfile
+    image = "localhost/gpu-recipe:ci"
+    containers.run("podman", "build", "--layers", "-t", image, "-f", str(ctx / "Dockerfile"), str(ctx))
+    try:
+        probe = ("import sys, cogkit, os; print(sys.executable, sys.version_info[:2] == (3, 11), "
+                 "os.path.realpath(sys.base_prefix), cogkit.__version__, os.environ['UV_PYTHON_DOWNLOADS'])")
+        proc = containers.run("podman", "run", "--rm", "--network", "host", image, "python", "-c", probe)
+        assert proc.stdout.split() == ["/opt/venv/bin/python", "True", "/usr", __version__, "never"], proc.stdout
+        uv = containers.run("podman", "run", "--rm", image, "/opt/uv/bin/uv", "--version")
+        assert uv.stdout.split()[:2] == ["uv", UV_VERSION]
+    finally:
+        containers.run("podman", "rmi", "-f", image, check=False)
