@@ -9,6 +9,8 @@ PY=${PYTHON:-python3}
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q torch==2.13.0
 .venv/bin/pip install -q -e '.[models,hub,ray,test]'
+# SDXL's invisible watermark without its opencv-python requirement (the headless cv2 serves it; see pyproject)
+.venv/bin/pip install -q --no-deps invisible-watermark==0.2.0
 # The kserve package's client models check `cogkit export kserve` (tests/build/kserve_models_check.py).
 # Its own venv: kserve pins protobuf < 7, which ray[serve] in .venv cannot take. The models need only
 # six and the kubernetes client; --no-deps leaves out the model server's (numpy, pandas, grpcio-tools, ...).
