@@ -115,8 +115,10 @@ def _stream(url: str, headers: dict[str, str], partial: Path, label: str, live: 
     try:
         with httpx.Client(timeout=FETCH_TIMEOUT, follow_redirects=True, max_redirects=MAX_REDIRECTS) as client, \
                 client.stream("GET", url, headers=headers) as resp:
-            if resp.status_code == 304 and headers:
-                return None
+            if resp.status_code == 304:
+                if "If-None-Match" in headers or "If-Modified-Since" in headers:
+                    return None
+                raise WeightsFetchError("304 Not Modified for a request without a cached copy")
             if resp.status_code >= 400:
                 raise WeightsFetchError(f"{resp.status_code} {resp.reason_phrase}")
             length = resp.headers.get("content-length", "")
