@@ -56,10 +56,11 @@ OTHER_UBUNTUS: dict[str, tuple[str, ...]] = {
     "13.0": ("22.04",),
 }
 
-# Ubuntu release -> the Python its archive ships (python3.X). GPU images use it: the
-# other ways to get a Python (uv/pyenv builds, the deadsnakes PPA) download from GitHub
-# or Launchpad, which a build limited to package registries cannot reach.
-UBUNTU_PYTHON: dict[str, str] = {"22.04": "3.10", "24.04": "3.12"}
+# Ubuntu release -> the Pythons its archive ships (python3.X), its default first; 22.04's
+# universe also has 3.11. GPU images use one of them: the other ways to get a Python
+# (uv/pyenv builds, the deadsnakes PPA) download from GitHub or Launchpad, which a build
+# limited to package registries cannot reach.
+UBUNTU_PYTHON: dict[str, tuple[str, ...]] = {"22.04": ("3.10", "3.11"), "24.04": ("3.12",)}
 
 # CUDA used when neither torch nor build.cuda says otherwise (Cog's default).
 DEFAULT_CUDA = "11.8"
@@ -72,11 +73,12 @@ class CudaChoice:
     cudnn: str
     ubuntu: str
     reason: str
+    python_version: str | None = None  # set by with_python; else the Ubuntu's default
 
     @property
     def python(self) -> str:
-        """The Python (major.minor) of this image's Ubuntu: the one the image gets."""
-        return UBUNTU_PYTHON[self.ubuntu]
+        """The Python (major.minor) the image gets, from this image's Ubuntu."""
+        return self.python_version or UBUNTU_PYTHON[self.ubuntu][0]
 
     @property
     def image(self) -> str:
@@ -111,11 +113,11 @@ def with_python(choice: CudaChoice, python_version: str, where: str = "cog.yaml"
 
     wanted = _major_minor(python_version)
     for ubuntu in ubuntus_for(choice.cuda):
-        if UBUNTU_PYTHON.get(ubuntu) == wanted:
+        if wanted in UBUNTU_PYTHON.get(ubuntu, ()):
             break
     else:
-        works = sorted({UBUNTU_PYTHON[u] for u in ubuntus_for(choice.cuda) if u in UBUNTU_PYTHON}, key=_as_tuple)
-        elsewhere = sorted((c for c in CUDA_IMAGES if any(UBUNTU_PYTHON.get(u) == wanted for u in ubuntus_for(c))),
+        works = sorted({v for u in ubuntus_for(choice.cuda) for v in UBUNTU_PYTHON.get(u, ())}, key=_as_tuple)
+        elsewhere = sorted((c for c in CUDA_IMAGES if any(wanted in UBUNTU_PYTHON.get(u, ()) for u in ubuntus_for(c))),
                            key=_as_tuple)
         hint = (f"; CUDA {', '.join(elsewhere)} images have Python {wanted} (build.cuda)" if elsewhere else "")
         raise BuildError(
@@ -130,7 +132,7 @@ def with_python(choice: CudaChoice, python_version: str, where: str = "cog.yaml"
                         "at its own patch release")
     if ubuntu != choice.ubuntu:
         choice = dataclasses.replace(choice, ubuntu=ubuntu, reason=f"{choice.reason}; Ubuntu {ubuntu} for Python {wanted}")
-    return choice, warnings
+    return dataclasses.replace(choice, python_version=wanted), warnings
 
 
 def _as_tuple(version: str) -> tuple[int, ...]:

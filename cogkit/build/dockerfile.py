@@ -121,7 +121,8 @@ def render(plan: DockerfilePlan) -> str:
     #   a cache mount when the builder supports it, so it never reaches the layer.
     own = ["tini"]
     if plan.cuda:
-        # The distribution's Python (see cuda.UBUNTU_PYTHON) and pip, which installs uv.
+        # The distribution's Python (see cuda.UBUNTU_PYTHON) and pip, which installs uv
+        # (python3-pip is pure Python in dist-packages, which every python3.X there reads).
         own += ["ca-certificates", f"python{plan.cuda.python}", "python3-pip"]
     apt = [
         "apt-get update -qq",

@@ -216,7 +216,7 @@ def test_cuda_choice_warnings_and_errors() -> None:
 def test_every_cuda_image_ubuntu_has_a_known_python() -> None:
     for cuda in CUDA_IMAGES:
         assert all(u in UBUNTU_PYTHON for u in ubuntus_for(cuda)), cuda
-        assert resolve_cuda(None, cuda)[0].python == UBUNTU_PYTHON[CUDA_IMAGES[cuda][2]]
+        assert resolve_cuda(None, cuda)[0].python == UBUNTU_PYTHON[CUDA_IMAGES[cuda][2]][0]
 
 
 def test_local_torch_version_picks_its_wheel_index() -> None:

@@ -107,6 +107,7 @@ def test_gpu_image_uses_cuda_runtime_image_chosen_from_torch(tmp_path: Path) -> 
     ("3.12", "nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04"),  # the newest Ubuntu when its Python fits
     ("3.10", "nvidia/cuda:12.6.3-cudnn-runtime-ubuntu22.04"),  # else the Ubuntu release that has it
     ("3.10.14", "nvidia/cuda:12.6.3-cudnn-runtime-ubuntu22.04"),  # a patch release: the distribution's
+    ("3.11", "nvidia/cuda:12.6.3-cudnn-runtime-ubuntu22.04"),  # 22.04's universe has 3.11 (Cog projects' usual pin)
 ])
 def test_gpu_base_image_follows_the_python_its_ubuntu_ships(tmp_path: Path, python: str, image: str) -> None:
     project = _project(tmp_path / "p", f'build:\n  gpu: true\n  python_version: "{python}"\n'
@@ -122,9 +123,9 @@ def test_gpu_base_image_follows_the_python_its_ubuntu_ships(tmp_path: Path, pyth
 
 
 @pytest.mark.parametrize("python, torch, works", [
-    ("3.11", "2.6.0", "3.10 or 3.12"),
-    ("3.13", "2.8.0", "3.10 or 3.12"),
-    ("3.12", "2.5.1", "3.10; CUDA 12.6, 12.8, 12.9, 13.0 images have Python 3.12 (build.cuda)"),
+    ("3.13", "2.6.0", "3.10 or 3.11 or 3.12"),
+    ("3.13", "2.8.0", "3.10 or 3.11 or 3.12"),
+    ("3.12", "2.5.1", "3.10 or 3.11; CUDA 12.6, 12.8, 12.9, 13.0 images have Python 3.12 (build.cuda)"),
 ])
 def test_gpu_python_no_ubuntu_ships_is_a_clear_error(tmp_path: Path, python: str, torch: str, works: str) -> None:
     project = _project(tmp_path / "p", f'build:\n  gpu: true\n  python_version: "{python}"\n'

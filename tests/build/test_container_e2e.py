@@ -625,7 +625,7 @@ def test_gpu_python_recipe_builds_and_runs_on_a_debian_base(containers: Containe
     from cogkit.build.pipeline import BuildOptions, prepare_context
     from cogkit.config import load_config
 
-    monkeypatch.setitem(cuda.UBUNTU_PYTHON, cuda.CUDA_IMAGES[cuda.DEFAULT_CUDA][2], "3.11")  # as bookworm
+    monkeypatch.setitem(cuda.UBUNTU_PYTHON, cuda.CUDA_IMAGES[cuda.DEFAULT_CUDA][2], ("3.11",))  # as bookworm
     project = tmp_path / "gpu-recipe"
     project.mkdir()
     (project / "predict.py").write_text(WEIGHTS_PREDICT_PY)
