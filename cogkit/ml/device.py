@@ -160,6 +160,32 @@ def apply_speedups(pipe: Any, plan: DevicePlan, *, fuse_qkv: bool | None = None)
     return done
 
 
+def place_vae(vae: Any, plan: DevicePlan) -> bool:
+    """Keep the VAE in the plan's ``vae_dtype`` for good (fp32 beside an fp16 denoiser where
+    fp16 overflows, e.g. SDXL's VAE on a T4). Left alone, diffusers' SDXL pipelines cast an
+    fp16 VAE to fp32 and back around every encode and decode (``force_upcast``); once it lives
+    in fp32 that flag is switched off (img2img would cast it back to fp16 after encoding), and
+    what reaches its encoder and decoder is cast to its dtype on the way in (the pipelines
+    hand it latents in the denoiser's dtype). Returns whether anything changed."""
+    if vae is None or plan.vae_dtype == plan.dtype:
+        return False
+    vae.to(dtype=plan.vae_dtype)
+    vae.register_to_config(force_upcast=False)
+    if not getattr(vae, "_cogkit_casts_inputs", False):
+        def cast(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+            first = args[0]
+            if isinstance(first, torch.Tensor) and first.dtype != plan.vae_dtype:
+                return (first.to(plan.vae_dtype), *args[1:])
+            return args
+
+        for part in (vae.encoder, getattr(vae, "post_quant_conv", None), vae.decoder):
+            if isinstance(part, torch.nn.Module):
+                part.register_forward_pre_hook(cast)
+        vae._cogkit_casts_inputs = True
+    log(f"[ml] VAE kept in {_name(plan.vae_dtype)} beside the {_name(plan.dtype)} denoiser")
+    return True
+
+
 def configure_vae(vae: Any, width: int, height: int, batch: int, plan: DevicePlan) -> None:
     """Tile the VAE for very large images and slice it for big batches, only on a GPU
     (both save memory at a small speed cost, and change nothing on the CPU)."""

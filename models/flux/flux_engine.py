@@ -49,7 +49,7 @@ import torch
 from PIL import Image
 
 from cogkit.ml import images as mlimages
-from cogkit.ml.device import DevicePlan, apply_speedups, configure_vae, plan_device
+from cogkit.ml.device import DevicePlan, apply_speedups, configure_vae, place_vae, plan_device
 from cogkit.ml.env import env_flag
 from cogkit.ml.errors import InputError
 from cogkit.ml.logs import log
@@ -195,6 +195,7 @@ class FluxEngine:
             pipe = load_pipeline(self.root, self.plan)
             log(f"[flux] pipeline loaded from {self.root} in {time.perf_counter() - t0:.2f}s")
         self.pipe = quiet_pipeline(pipe)
+        place_vae(self.pipe.vae, self.plan)
         # Inference only. Also: loading a LoRA freezes the base weights (PEFT), and the
         # go_fast transformer shares those tensors, so a requires_grad flip then would
         # recompile its blocks on the first LoRA request.

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from cogkit.ml import images as mlimages
-from cogkit.ml.device import DevicePlan, apply_speedups, configure_vae, plan_device
+from cogkit.ml.device import DevicePlan, apply_speedups, configure_vae, place_vae, plan_device
 from cogkit.ml.env import env_flag
 from cogkit.ml.errors import InputError
 from cogkit.ml.logs import log
@@ -134,6 +134,7 @@ class PhotoMakerEngine:
         pipe = StableDiffusionXLPipeline.from_pretrained(
             root, dtype=plan.dtype, add_watermarker=False, variant=_variant(root)).to(plan.device)
         log(f"[photomaker] SDXL base loaded from {root}")
+        place_vae(pipe.vae, plan)
         layers = fuse_lora(pipe, lora)
         try:
             encoder = load_id_encoder(id_state).to(plan.device, plan.dtype)

@@ -43,7 +43,7 @@ import torch
 from PIL import Image
 
 from cogkit.ml import images as mlimages
-from cogkit.ml.device import apply_speedups, configure_vae, plan_device
+from cogkit.ml.device import apply_speedups, configure_vae, place_vae, plan_device
 from cogkit.ml.env import env_flag
 from cogkit.ml.errors import InputError
 from cogkit.ml.logs import log
@@ -168,6 +168,7 @@ class SDXLEngine:
             StableDiffusionXLPipeline.from_pretrained(self.root, dtype=self.plan.dtype, add_watermarker=False,
                                                       variant=diffusers_variant(self.root))
         ).to(self.plan.device)
+        place_vae(self.base.vae, self.plan)  # the refiner shares this VAE
         self.weights_mode = detect_fast_mode(self.root)
         log(f"[sdxl] base model loaded from {self.root} (weights look like: {self.weights_mode})")
         self._qkv_fused = bool(apply_speedups(self.base, self.plan, fuse_qkv=self.plan.fuse_qkv)) and self.plan.fuse_qkv
@@ -278,6 +279,14 @@ class SDXLEngine:
 
     # ------------------------------------------------------------------ pipelines
 
+    def _derive(self, cls: type, source: Any, **extra: Any) -> Any:
+        """``cls`` on ``source``'s modules (shared, nothing copied). from_pipe casts every module
+        to one dtype, fp32 unless told, and they are the base pipeline's own: without ``dtype``
+        the first img2img request would turn the whole GPU model into fp32."""
+        pipe = cls.from_pipe(source, dtype=self.plan.dtype, **extra)
+        place_vae(pipe.vae, self.plan)  # from_pipe cast an fp32 VAE down with the rest
+        return pipe
+
     def pipeline(self, kind: str, control: str | None = None) -> Any:
         """The base pipeline for kind txt2img|img2img|inpaint, with a ControlNet or not."""
         key = (kind, control, False)
@@ -287,12 +296,12 @@ class SDXLEngine:
             if control is None:
                 cls = {"txt2img": None, "img2img": D.StableDiffusionXLImg2ImgPipeline,
                        "inpaint": D.StableDiffusionXLInpaintPipeline}[kind]
-                pipe = self.base if cls is None else cls.from_pipe(self.base)
+                pipe = self.base if cls is None else self._derive(cls, self.base)
             else:
                 cls = {"txt2img": D.StableDiffusionXLControlNetPipeline,
                        "img2img": D.StableDiffusionXLControlNetImg2ImgPipeline,
                        "inpaint": D.StableDiffusionXLControlNetInpaintPipeline}[kind]
-                pipe = cls.from_pipe(self.base, controlnet=self._controlnet(control))
+                pipe = self._derive(cls, self.base, controlnet=self._controlnet(control))
             self._pipes[key] = quiet_pipeline(pipe)
         return self._pipes[key]
 
@@ -301,7 +310,7 @@ class SDXLEngine:
         if key not in self._pipes:
             from diffusers import StableDiffusionXLInpaintPipeline
 
-            pipe = self.refiner if kind != "inpaint" else StableDiffusionXLInpaintPipeline.from_pipe(self.refiner)
+            pipe = self.refiner if kind != "inpaint" else self._derive(StableDiffusionXLInpaintPipeline, self.refiner)
             self._pipes[key] = quiet_pipeline(pipe)
         return self._pipes[key]
 

@@ -310,6 +310,26 @@ def test_compiled_unet_swaps_loras_in_its_slot_without_recompiling(predictor, ti
         torch._dynamo.reset()
 
 
+def test_derived_pipelines_keep_the_model_dtype(tiny_sdxl_weights, tmp_path, monkeypatch):
+    """img2img, inpaint and ControlNet pipelines share the base's modules; diffusers' from_pipe
+    casts them all to fp32 unless told a dtype, which on a GPU would turn the whole model fp32
+    on the first img2img request. (bf16 here, on the CPU.)"""
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(SDXL_DIR))
+    from sdxl_engine import SDXLEngine
+
+    monkeypatch.setenv("COGKIT_DTYPE", "bf16")
+    engine = SDXLEngine(str(tiny_sdxl_weights))
+    src = noise_image(tmp_path / "in.png")
+    engine.run(engine_request(seed=1, image=str(src), prompt_strength=0.5))
+    engine.run(engine_request(seed=1, image=str(src), mask=str(square_mask(tmp_path / "m.png"))))
+    for name in ("unet", "vae", "text_encoder_2"):
+        assert {p.dtype for p in getattr(engine.base, name).parameters()} == {torch.bfloat16}, name
+
+
 def engine_request(**kw):
     from sdxl_engine import Request
 
