@@ -3,7 +3,8 @@
 Modes: txt2img; img2img (``image``); inpaint (``image`` + ``mask``); outpaint
 (``image`` + ``outpaint``, canvas and mask built here); each optionally with a
 ControlNet (canny/depth) and a refiner (expert ensemble or base-image refine);
-few-step modes LCM-LoRA / SDXL-Turbo / SDXL-Lightning. Every pipeline is built
+few-step modes LCM-LoRA / SDXL-Turbo / SDXL-Lightning (a Lightning folder, or one of its
+``*_unet.safetensors`` files on a base SDXL: sdxl_unet_file.py). Every pipeline is built
 from the base's components (``from_pipe``), so the weights live in memory once.
 
 Optional extras are looked up, in order, as a sub-folder of the weights folder,
@@ -25,7 +26,10 @@ Switches (environment): COGKIT_COMPILE=1/0 (regional torch.compile of the UNet a
 the VAE decoder plus a warm-up generation in setup; default on for CUDA, off
 elsewhere), COGKIT_COMPILE_BACKEND (e.g. "eager" for tests), COGKIT_COMPILE_CACHE
 (inductor cache folder), COGKIT_SDXL_FP8=1 (fp8 weight-only transformer-block
-linears; no LoRAs then), COGKIT_DEVICE / COGKIT_DTYPE (see cogkit.ml.device).
+linears; no LoRAs then), COGKIT_DEVICE / COGKIT_DTYPE (see cogkit.ml.device),
+COGKIT_SDXL_LORA_SLOT=0 / COGKIT_SDXL_LORA_RANK (the compiled UNet's LoRA hot-swap slot,
+default on with rank 64: cogkit.ml.lora_hotswap), COGKIT_SDXL_BASE (the base SDXL folder
+or Hugging Face id a UNet-only weights file goes on).
 """
 
 from __future__ import annotations
@@ -162,6 +166,7 @@ class SDXLEngine:
             self.default_lora = str(trained.file)
             log(f"[sdxl] weights are a trained LoRA ({trained.file}); base: {trained.base or DEFAULT_WEIGHTS}")
             self.root = resolve_weights(trained.base or DEFAULT_WEIGHTS, one_copy=True)
+        unet_file = self._unet_file()
         if not (self.root / "model_index.json").is_file():
             raise WeightsError(f"weights: {self.root} is not a diffusers SDXL folder (no model_index.json)")
         self.base = quiet_pipeline(
@@ -170,6 +175,16 @@ class SDXLEngine:
         ).to(self.plan.device)
         place_vae(self.base.vae, self.plan)  # the refiner shares this VAE
         self.weights_mode = detect_fast_mode(self.root)
+        self.lightning_steps: int | None = None  # a Lightning UNet's own step count
+        if unet_file is not None:
+            from sdxl_unet_file import lightning_steps, load_unet_file
+
+            n = load_unet_file(self.base.unet, unet_file)
+            self.lightning_steps = lightning_steps(unet_file.name)
+            if self.lightning_steps is not None or "lightning" in unet_file.name.lower():
+                self.weights_mode = "lightning"
+            log(f"[sdxl] UNet replaced by {unet_file.name} ({n} tensors)"
+                + (f", distilled for {self.lightning_steps} steps" if self.lightning_steps else ""))
         log(f"[sdxl] base model loaded from {self.root} (weights look like: {self.weights_mode})")
         self._qkv_fused = bool(apply_speedups(self.base, self.plan, fuse_qkv=self.plan.fuse_qkv)) and self.plan.fuse_qkv
         self._pipes: dict[tuple[str, str | None, bool], Any] = {}
@@ -177,6 +192,8 @@ class SDXLEngine:
         # Schedulers are built from the weights' own config: a request replaces the
         # txt2img pipeline's scheduler, whose config must not leak into the next one built.
         self._scheduler_configs = {False: self.base.scheduler.config}
+        if self.lightning_steps == 1:  # the 1-step Lightning UNet predicts the sample, not the noise
+            self._scheduler_configs[False] = {**self.base.scheduler.config, "prediction_type": "sample"}
         self._controlnets: dict[str, Any] = {}
         self._adapters: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._lcm_adapter: str | None = None
@@ -199,6 +216,28 @@ class SDXLEngine:
         if self.compiled:
             self._compile_and_warm_up()
         log(f"[sdxl] setup took {time.perf_counter() - t0:.2f}s")
+
+    def _unet_file(self) -> pathlib.Path | None:
+        """When the weights are one .safetensors file holding a UNet (SDXL-Lightning's
+        ``*_unet.safetensors``), point ``self.root`` at the base SDXL folder the rest of the
+        pipeline comes from (COGKIT_SDXL_BASE, else the default) and return the file."""
+        if not self.root.is_file():
+            return None
+        from sdxl_unet_file import file_kind
+
+        path = self.root
+        kind = file_kind(path) if path.suffix == ".safetensors" else "not .safetensors"
+        if kind != "unet":
+            hint = {
+                "lora": "it is a LoRA: pass it as lora_weights (SDXL-Lightning's LoRAs work with fast_mode=lightning)",
+                "checkpoint": "it is an original-layout single-file checkpoint; give a diffusers folder (model_index.json) "
+                              "or a UNet file in diffusers' layout, such as SDXL-Lightning's *_unet.safetensors",
+            }.get(kind, "give a diffusers SDXL folder, or one .safetensors file with a UNet in diffusers' layout")
+            raise WeightsError(f"weights: {path.name}: {hint}")
+        base = os.environ.get("COGKIT_SDXL_BASE", "").strip() or DEFAULT_WEIGHTS
+        log(f"[sdxl] weights are a UNet file ({path.name}); the rest of the pipeline from {base}")
+        self.root = resolve_weights(base, one_copy=True)
+        return path
 
     def _compile_and_warm_up(self) -> None:
         """Regional compile of the UNet (its repeated transformer blocks) and the VAE
@@ -430,6 +469,8 @@ class SDXLEngine:
         """Validate and resolve a request into pipeline arguments (no model calls)."""
         mode = self.resolve_mode(req)
         d = MODES[mode]
+        if mode == "lightning" and self.lightning_steps:  # the steps its UNet was distilled for
+            d = {**d, "steps": self.lightning_steps, "max_steps": max(d["max_steps"], self.lightning_steps)}
         steps = req.num_inference_steps or d["steps"]
         guidance = d["guidance"] if req.guidance_scale is None else req.guidance_scale
         if steps > d["max_steps"]:

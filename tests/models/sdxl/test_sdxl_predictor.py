@@ -330,6 +330,64 @@ def test_derived_pipelines_keep_the_model_dtype(tiny_sdxl_weights, tmp_path, mon
         assert {p.dtype for p in getattr(engine.base, name).parameters()} == {torch.bfloat16}, name
 
 
+def test_a_lightning_unet_file_on_a_base_sdxl(tiny_sdxl_weights, tmp_path, monkeypatch, capfd):
+    """SDXL-Lightning's way of shipping its UNets: one ``*_unet.safetensors`` in diffusers'
+    layout. Given as the weights, it goes on the base SDXL (COGKIT_SDXL_BASE), sets lightning
+    mode with the file's own step count, and gives what diffusers gives with that UNet loaded
+    and the trailing Euler schedule Lightning asks for."""
+    import sys
+
+    import torch
+    from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
+    from safetensors.torch import save_file
+
+    sys.path.insert(0, str(SDXL_DIR))
+    from sdxl_engine import SDXLEngine
+
+    unet = UNet2DConditionModel.from_pretrained(tiny_sdxl_weights, subfolder="unet")
+    torch.manual_seed(9)
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(torch.randn_like(p) * 0.02)  # another UNet of the same shape
+    file = tmp_path / "sdxl_lightning_2step_unet.safetensors"
+    save_file({k: v.contiguous() for k, v in unet.state_dict().items()}, str(file))
+    monkeypatch.setenv("COGKIT_SDXL_BASE", str(tiny_sdxl_weights))
+    engine = SDXLEngine(str(file))
+    assert engine.weights_mode == "lightning" and engine.lightning_steps == 2
+    err = capfd.readouterr().err
+    assert "UNet replaced by sdxl_lightning_2step_unet.safetensors" in err and "distilled for 2 steps" in err
+    (got,) = engine.run(engine_request(seed=4, num_inference_steps=None, guidance_scale=None))
+    pipe = raw("StableDiffusionXLPipeline", tiny_sdxl_weights, load={"unet": unet})
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    want = pipe("a photo of a cat", width=64, height=64, num_inference_steps=2, guidance_scale=0.0,
+                generator=gen(4)).images[0]
+    assert_same(got, want)
+
+
+def test_single_files_that_are_not_a_unet_say_what_to_do(tiny_sdxl_weights, tiny_sdxl_lora, tmp_path, monkeypatch):
+    import sys
+
+    from safetensors.torch import save_file
+    import torch
+
+    sys.path.insert(0, str(SDXL_DIR))
+    from sdxl_engine import SDXLEngine
+
+    from cogkit.ml.weights import WeightsError
+
+    monkeypatch.setenv("COGKIT_SDXL_BASE", str(tiny_sdxl_weights))
+    with pytest.raises(WeightsError, match="it is a LoRA: pass it as lora_weights"):
+        SDXLEngine(str(tiny_sdxl_lora))
+    ckpt = tmp_path / "model.safetensors"
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(2, 2)}, str(ckpt))
+    with pytest.raises(WeightsError, match="original-layout single-file checkpoint; give a diffusers folder"):
+        SDXLEngine(str(ckpt))
+    other = tmp_path / "other_unet.safetensors"
+    save_file({"conv_in.weight": torch.zeros(8, 4, 3, 3), "down_blocks.0.x": torch.zeros(1)}, str(other))
+    with pytest.raises(WeightsError, match=r"other_unet.safetensors does not fit the base SDXL UNet \(missing: "):
+        SDXLEngine(str(other))
+
+
 def engine_request(**kw):
     from sdxl_engine import Request
 
