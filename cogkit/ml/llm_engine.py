@@ -10,6 +10,11 @@ How a request runs:
   (``SlotKVCache``), allocated once. A request takes the lowest free slot.
 * Between two decode steps, waiting requests are admitted: each prompt is prefilled
   on its own into its slot, and its first token is sampled (time to first token).
+  Prefill is chunked (``prefill_chunk`` tokens, default 512) and interleaved with the
+  decode steps: while others are decoding, one chunk runs between two of their steps,
+  so a long prompt holds their next token back by one chunk, not by the whole prompt
+  (with nobody decoding, the chunks run back to back). A chunk attends over the slot's
+  filled prefix and causally within itself.
 * One decode step advances every running request together: the last token of each
   slot goes in at that slot's own position, with a mask that lets each row see only
   its own positions. The step runs on the first ``n`` slots, ``n`` a power of two
@@ -170,6 +175,7 @@ class _Request:
     submitted_at: float
     slot: int = -1
     position: int = 0  # where the next input token goes in the cache
+    prefilled: int = 0  # prompt tokens already in the cache
     last_token: int = 0
     first_token_at: float = 0.0
     cancelled: bool = False
@@ -184,7 +190,7 @@ class SlotKVCache:
 
     transformers' attention layers call ``update(k, v, layer_idx, ...)`` and attend
     over what it returns. In prefill mode (``prefill_slot`` set) the new keys fill
-    positions 0..n-1 of that slot and only those come back; otherwise row i of the
+    positions ``prefill_start``.. of that slot, and the slot up to them comes back; otherwise row i of the
     batch is slot i and its one new key goes to ``positions[i]``, and the first
     ``span`` positions of the first ``rows`` slots come back (the mask hides the rest
     of each row).
@@ -213,6 +219,8 @@ class SlotKVCache:
         self.positions: torch.Tensor | None = None
         self.span = max_seq_len  # decode: how many positions of each row to attend over
 
+    prefill_start = 0  # prefill mode: where this chunk's keys go in the slot
+
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
@@ -222,10 +230,11 @@ class SlotKVCache:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         keys, values = self.keys[layer_idx], self.values[layer_idx]
         if self.prefill_slot is not None:
-            s, n = self.prefill_slot, key_states.shape[2]
-            keys[s, :, :n].copy_(key_states[0])
-            values[s, :, :n].copy_(value_states[0])
-            return keys[s : s + 1, :, :n], values[s : s + 1, :, :n]
+            s, a = self.prefill_slot, self.prefill_start
+            b = a + key_states.shape[2]
+            keys[s, :, a:b].copy_(key_states[0])
+            values[s, :, a:b].copy_(value_states[0])
+            return keys[s : s + 1, :, :b], values[s : s + 1, :, :b]
         rows, heads, _, dim = key_states.shape
         assert self.positions is not None, "SlotKVCache: positions not set for a decode step"
         index = self.positions.to(keys.device).view(rows, 1, 1, 1).expand(rows, heads, 1, dim)
@@ -333,11 +342,14 @@ class LLMEngine:
         decode_spans: Sequence[int] | None = None,
         compile_backend: str | Callable[..., Any] = "inductor",
         warm_up: bool = True,
+        prefill_chunk: int | None = 512,
     ) -> None:
         if slots < 1:
             raise ValueError(f"slots: must be >= 1, got {slots}")
         if max_seq_len is not None and max_seq_len < 2:
             raise ValueError(f"max_seq_len: must be >= 2 positions, got {max_seq_len}")
+        if prefill_chunk is not None and prefill_chunk < 1:
+            raise ValueError(f"prefill_chunk: must be >= 1 token (or None for whole prompts), got {prefill_chunk}")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.device = model.get_input_embeddings().weight.device  # where input ids go
@@ -348,6 +360,7 @@ class LLMEngine:
         window = getattr(config, "max_position_embeddings", None) or 4096
         self.max_seq_len = int(min(window, max_seq_len) if max_seq_len else window)
         self.slots = slots
+        self.prefill_chunk = prefill_chunk or self.max_seq_len
         self.eos_ids = eos_token_ids(model, tokenizer)
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         _register_attention()
@@ -383,6 +396,7 @@ class LLMEngine:
 
         self.peak_batch = 0  # most requests decoded together in one step (for tests and logs)
         self.decode_steps = 0
+        self.prefill_chunks = 0
         self._cond = threading.Condition()
         self._pending: collections.deque[_Request] = collections.deque()
         self._active: dict[int, _Request] = {}
@@ -521,16 +535,21 @@ class LLMEngine:
         )
         return out.logits[:, -1, :]
 
-    def _prefill(self, req: _Request) -> torch.Tensor:
-        ids = torch.tensor([req.prompt_ids], dtype=torch.long, device=self.device)
-        positions = torch.arange(len(req.prompt_ids), device=self.device)[None, :]
-        self.cache.prefill_slot = req.slot
+    def _prefill(self, req: _Request, n: int) -> torch.Tensor:
+        """The next ``n`` prompt tokens of ``req`` into its slot; returns the last one's logits."""
+        start = req.prefilled
+        ids = torch.tensor([req.prompt_ids[start : start + n]], dtype=torch.long, device=self.device)
+        positions = self._positions_all[None, start : start + n]
+        # the first chunk is plain causal attention; later ones also see the filled prefix
+        mask = None if start == 0 else (self._positions_all[None, : start + n] <= positions[0, :, None])[None, None]
+        self.cache.prefill_slot, self.cache.prefill_start = req.slot, start
         try:
-            out = self.model(
-                input_ids=ids, position_ids=positions, cache=self.cache, use_cache=True, logits_to_keep=1
-            )
+            out = self.model(input_ids=ids, position_ids=positions, attention_mask=mask, cache=self.cache,
+                             use_cache=True, logits_to_keep=1)
         finally:
             self.cache.prefill_slot = None
+        req.prefilled += n
+        self.prefill_chunks += 1
         return out.logits[:, -1, :]
 
     def _warm_up_decode(self) -> None:
@@ -577,7 +596,8 @@ class LLMEngine:
                         self._admit(req)
                     for req in [r for r in self._active.values() if r.cancelled]:
                         self._finish(req, "canceled")
-                    if self._active:
+                    self._prefill_some()
+                    if any(r.first_token_at for r in self._active.values()):
                         self._step()
                 except Exception as exc:  # a bug outside the model calls: fail what runs, keep serving
                     log(f"[llm] engine error: {type(exc).__name__}: {exc}")
@@ -588,6 +608,7 @@ class LLMEngine:
             self._fail(req, GenerationError("the engine shut down"))
 
     def _admit(self, req: _Request) -> None:
+        """Give ``req`` a slot and its sampler state; its prompt is prefilled by _prefill_some."""
         if req.cancelled:
             req.stats.finish_reason = "canceled"
             req.stream._push(_END)
@@ -596,25 +617,44 @@ class LLMEngine:
         self._active[req.slot] = req
         try:
             self.sampler.assign(req.slot, req.params, req.prompt_ids, self.eos_ids)
-            logits = self._prefill(req)
-            token = self.sampler.sample(logits, [req.slot], [0])
-        except Exception as exc:  # this request only: the others' caches are untouched
+        except Exception as exc:
             self._fail(req, GenerationError(f"prefill failed: {type(exc).__name__}: {exc}"))
-            return
-        req.first_token_at = time.perf_counter()
-        req.stats.time_to_first_token = req.first_token_at - req.submitted_at
-        req.position = len(req.prompt_ids)
-        self.sampler.observe([req.slot], token)
-        self._accept(req, int(token.item()))
+
+    def _prefill_some(self) -> None:
+        """Prefill waiting prompts, in admission order: one chunk's worth of tokens while
+        others decode (then their next step runs), everything when nobody is decoding."""
+        budget = self.prefill_chunk
+        for req in [r for r in self._active.values() if r.prefilled < len(r.prompt_ids)]:
+            while req.prefilled < len(req.prompt_ids):
+                if budget <= 0 and any(r.first_token_at for r in self._active.values()):
+                    return
+                n = min(len(req.prompt_ids) - req.prefilled, self.prefill_chunk)
+                try:
+                    logits = self._prefill(req, n)
+                    if req.prefilled < len(req.prompt_ids):
+                        budget -= n
+                        continue
+                    token = self.sampler.sample(logits, [req.slot], [0])
+                except Exception as exc:  # this request only: the others' caches are untouched
+                    self._fail(req, GenerationError(f"prefill failed: {type(exc).__name__}: {exc}"))
+                    break
+                budget -= n
+                req.first_token_at = time.perf_counter()
+                req.stats.time_to_first_token = req.first_token_at - req.submitted_at
+                req.position = len(req.prompt_ids)
+                self.sampler.observe([req.slot], token)
+                self._accept(req, int(token.item()))
 
     def _step(self) -> None:
-        n = next(b for b in self._buckets if b > max(self._active))
+        decoding = {slot: req for slot, req in self._active.items() if req.first_token_at}
+        n = next(b for b in self._buckets if b > max(decoding))
         ids = [0] * n
         pos = [0] * n  # free rows write a throwaway key at position 0 of their free slot
         for slot, req in self._active.items():
-            ids[slot], pos[slot] = req.last_token, req.position
-        rows = sorted(self._active)
-        longest = max(req.position for req in self._active.values()) + 1  # the new token's too
+            if slot < n:  # a row still prefilling: the throwaway key goes where its next chunk will write
+                ids[slot], pos[slot] = (req.last_token, req.position) if req.first_token_at else (0, req.prefilled)
+        rows = sorted(decoding)
+        longest = max(req.position for req in decoding.values()) + 1  # the new token's too
         span = next(s for s in self._spans if s >= longest)
         self.peak_batch = max(self.peak_batch, len(rows))
         self.decode_steps += 1

@@ -91,6 +91,47 @@ def test_greedy_across_attention_spans_equals_transformers(engine, reference, to
     assert streams[1].token_ids == hf_generate(reference, short, max_new_tokens=20, do_sample=False)
 
 
+@pytest.fixture(scope="module")
+def chunky(tiny_llama_dir):
+    """Prefill in chunks of 16 tokens (the default, 512, is longer than these prompts)."""
+    eng = LLMEngine.from_pretrained(tiny_llama_dir, device="cpu", dtype=torch.float32, slots=4, prefill_chunk=16)
+    yield eng
+    eng.close()
+
+
+def test_chunked_prefill_equals_transformers_and_runs_between_decode_steps(chunky, reference, tok) -> None:
+    """A 230-token prompt prefilled 16 tokens at a time (each chunk attending over the filled
+    prefix) gives transformers' tokens; submitted while another request decodes, its chunks
+    alternate with that request's decode steps instead of holding it back for the whole prompt."""
+    long_ids = prompt_ids(tok, " ".join(["the dragon flew over the quiet hills"] * 12))[:230]
+    short = prompt_ids(tok, PROMPTS[1])
+    expected_long = hf_generate(reference, long_ids, max_new_tokens=12, do_sample=False)
+    expected_short = hf_generate(reference, short, max_new_tokens=40, do_sample=False)
+    assert run(chunky, long_ids, max_new_tokens=12)[1] == expected_long  # alone: chunks back to back
+
+    seen: list[tuple[int, int]] = []  # (decode steps so far, chunk size) at each chunk of the long prompt
+    prefill = chunky._prefill
+
+    def spy(req, n):
+        if len(req.prompt_ids) == len(long_ids):
+            seen.append((chunky.decode_steps, n))
+        return prefill(req, n)
+
+    chunky._prefill = spy
+    try:
+        first = chunky.submit(short, GREEDY, max_new_tokens=40)
+        while not first.token_ids:  # decoding before the long prompt arrives
+            time.sleep(0.001)
+        second = chunky.submit(long_ids, GREEDY, max_new_tokens=12)
+        first.text(), second.text()
+    finally:
+        chunky._prefill = prefill
+    assert first.token_ids == expected_short and second.token_ids == expected_long
+    assert [n for _, n in seen] == [16] * 14 + [6]
+    steps = [d for d, _ in seen]
+    assert all(b > a for a, b in zip(steps, steps[1:])), f"chunks not interleaved with decode steps: {steps}"
+
+
 def test_greedy_with_repetition_penalty_equals_transformers(engine, reference, tok) -> None:
     ids = prompt_ids(tok, PROMPTS[0])
     _, tokens, _ = run(engine, ids, SamplingParams(temperature=0.0, repetition_penalty=1.5), max_new_tokens=32)
