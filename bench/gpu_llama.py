@@ -199,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         seq = args.prompt_tokens + args.new_tokens
         engine = LLMEngine(model, tok, slots=args.concurrent, max_seq_len=-(-seq // 64) * 64,
                            compile_decode=compile_decode, decode_buckets=[1, args.concurrent],
-                           decode_spans=[-(-seq // 64) * 64])
+                           decode_spans=[-(-seq // 64) * 64],
+                           prefix_cache_tokens=0)  # TTFT of a whole prompt: both modes reuse the prompts
         log(f"[{label}] engine ready in {time.perf_counter() - t0:.1f}s")
         return engine
 

@@ -14,7 +14,10 @@ How a request runs:
   decode steps: while others are decoding, one chunk runs between two of their steps,
   so a long prompt holds their next token back by one chunk, not by the whole prompt
   (with nobody decoding, the chunks run back to back). A chunk attends over the slot's
-  filled prefix and causally within itself.
+  filled prefix and causally within itself. Prompt prefixes are cached
+  (``cogkit.ml.llm_prefix``, ``prefix_cache_tokens``): a request starting with the
+  same system prompt as an earlier one copies that prefix's keys and values into its
+  slot and prefills only the rest.
 * One decode step advances every running request together: the last token of each
   slot goes in at that slot's own position, with a mask that lets each row see only
   its own positions. The step runs on the first ``n`` slots, ``n`` a power of two
@@ -51,6 +54,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from cogkit.ml.llm_prefix import PrefixCache
 from cogkit.ml.llm_text import IncrementalDecoder, StopMatcher
 from cogkit.ml.logs import log
 from cogkit.ml.sampling import SamplingParams, SlotSampler
@@ -76,6 +80,7 @@ class GenerationStats:
     decode_seconds: float = 0.0  # first token -> last token
     finish_reason: str = ""  # "stop" (EOS or stop sequence), "length", "canceled", "error"
     batch_size_max: int = 1  # most requests decoded together in one step while this one ran
+    cached_input_token_count: int = 0  # prompt tokens taken from the prefix cache, not prefilled
 
     @property
     def tokens_per_second(self) -> float | None:
@@ -176,6 +181,7 @@ class _Request:
     slot: int = -1
     position: int = 0  # where the next input token goes in the cache
     prefilled: int = 0  # prompt tokens already in the cache
+    prefix_checked: bool = False  # the prefix cache was asked
     last_token: int = 0
     first_token_at: float = 0.0
     cancelled: bool = False
@@ -343,6 +349,7 @@ class LLMEngine:
         compile_backend: str | Callable[..., Any] = "inductor",
         warm_up: bool = True,
         prefill_chunk: int | None = 512,
+        prefix_cache_tokens: int | None = None,
     ) -> None:
         if slots < 1:
             raise ValueError(f"slots: must be >= 1, got {slots}")
@@ -361,6 +368,8 @@ class LLMEngine:
         self.max_seq_len = int(min(window, max_seq_len) if max_seq_len else window)
         self.slots = slots
         self.prefill_chunk = prefill_chunk or self.max_seq_len
+        # one window's worth of cached prefix positions unless told (0: none)
+        self.prefixes = PrefixCache(self.max_seq_len if prefix_cache_tokens is None else prefix_cache_tokens)
         self.eos_ids = eos_token_ids(model, tokenizer)
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         _register_attention()
@@ -620,11 +629,24 @@ class LLMEngine:
         except Exception as exc:
             self._fail(req, GenerationError(f"prefill failed: {type(exc).__name__}: {exc}"))
 
+    def _reuse_prefix(self, req: _Request) -> None:
+        """Copy the longest cached prefix of the prompt into the slot; prefill starts after it."""
+        n, entry = self.prefixes.lookup(req.prompt_ids)
+        if entry is None:
+            return
+        for layer, (k, v) in enumerate(zip(entry.keys, entry.values)):
+            self.cache.keys[layer][req.slot, :, :n].copy_(k[:, :n])
+            self.cache.values[layer][req.slot, :, :n].copy_(v[:, :n])
+        req.prefilled = req.stats.cached_input_token_count = n
+
     def _prefill_some(self) -> None:
         """Prefill waiting prompts, in admission order: one chunk's worth of tokens while
         others decode (then their next step runs), everything when nobody is decoding."""
         budget = self.prefill_chunk
         for req in [r for r in self._active.values() if r.prefilled < len(r.prompt_ids)]:
+            if not req.prefix_checked:
+                req.prefix_checked = True
+                self._reuse_prefix(req)
             while req.prefilled < len(req.prompt_ids):
                 if budget <= 0 and any(r.first_token_at for r in self._active.values()):
                     return
@@ -635,6 +657,8 @@ class LLMEngine:
                         budget -= n
                         continue
                     token = self.sampler.sample(logits, [req.slot], [0])
+                    self.prefixes.store(req.prompt_ids, [k[req.slot] for k in self.cache.keys],
+                                        [v[req.slot] for v in self.cache.values])
                 except Exception as exc:  # this request only: the others' caches are untouched
                     self._fail(req, GenerationError(f"prefill failed: {type(exc).__name__}: {exc}"))
                     break

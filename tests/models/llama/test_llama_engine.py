@@ -109,6 +109,7 @@ def test_chunked_prefill_equals_transformers_and_runs_between_decode_steps(chunk
     expected_short = hf_generate(reference, short, max_new_tokens=40, do_sample=False)
     assert run(chunky, long_ids, max_new_tokens=12)[1] == expected_long  # alone: chunks back to back
 
+    chunky.prefixes.clear()  # prefill the whole prompt again, not the prefix the first run cached
     seen: list[tuple[int, int]] = []  # (decode steps so far, chunk size) at each chunk of the long prompt
     prefill = chunky._prefill
 
@@ -130,6 +131,38 @@ def test_chunked_prefill_equals_transformers_and_runs_between_decode_steps(chunk
     assert [n for _, n in seen] == [16] * 14 + [6]
     steps = [d for d, _ in seen]
     assert all(b > a for a, b in zip(steps, steps[1:])), f"chunks not interleaved with decode steps: {steps}"
+
+
+def test_a_shared_system_prompt_is_prefilled_once(chunky, reference, tok) -> None:
+    """Two requests with the same long system prompt: the second copies the cached prefix (cut
+    at a 64-token block) into its slot and prefills only the rest, and still gives
+    transformers' tokens; a prompt sharing nothing prefills from position 0."""
+    system = "You are a tiny robot who answers in rhymes. " * 12
+    first_ids, second_ids = prompt_ids(tok, PROMPTS[0], system), prompt_ids(tok, PROMPTS[3], system)
+    shared = next(i for i, (a, b) in enumerate(zip(first_ids, second_ids)) if a != b)
+    assert shared > 128
+    starts: list[int] = []
+    prefill = chunky._prefill
+
+    def spy(req, n):
+        starts.append(req.prefilled)
+        return prefill(req, n)
+
+    chunky._prefill = spy
+    try:
+        a = run(chunky, first_ids, max_new_tokens=10)
+        starts_a, starts[:] = list(starts), []
+        b = run(chunky, second_ids, max_new_tokens=10)
+        starts_b, starts[:] = list(starts), []
+        c = run(chunky, prompt_ids(tok, PROMPTS[2], "Be brief."), max_new_tokens=4)
+    finally:
+        chunky._prefill = prefill
+    assert a[1] == hf_generate(reference, first_ids, max_new_tokens=10, do_sample=False)
+    assert b[1] == hf_generate(reference, second_ids, max_new_tokens=10, do_sample=False)
+    assert starts_a[0] == 0 and a[2].cached_input_token_count == 0
+    cached = shared // 64 * 64
+    assert starts_b[0] == cached == b[2].cached_input_token_count
+    assert starts[0] == 0 and c[2].cached_input_token_count == 0
 
 
 def test_greedy_with_repetition_penalty_equals_transformers(engine, reference, tok) -> None:
