@@ -88,7 +88,7 @@ def check_llama(ctx: dict) -> str:
     import torch
     import torch._dynamo.utils
 
-    from cogkit.ml.llm_engine import LLMEngine, quantize_fp8
+    from cogkit.ml.llm_engine import LLMEngine
     from cogkit.ml.sampling import SamplingParams
     from cogkit.ml.tiny.llama import build_tiny_llama
 

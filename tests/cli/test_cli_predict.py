@@ -12,7 +12,6 @@ import sys
 import threading
 from pathlib import Path
 
-import pytest
 
 
 def _fixture(conformance_dir: Path, tmp_path: Path, name: str) -> Path:

@@ -12,7 +12,6 @@ test_ml_fp8_compile.py.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest

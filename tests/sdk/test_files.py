@@ -4,7 +4,6 @@ import asyncio
 import base64
 import functools
 import http.server
-import json
 import threading
 import time
 from pathlib import Path
@@ -12,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from cogkit import files
-from cogkit.exceptions import CogkitError
 from cogkit.openapi import Interface
 from cogkit.worker import inputs as worker_inputs
 from cogkit.worker.protocol import FileInput

@@ -1,7 +1,6 @@
 """Output files from cogkit.handover.output_dir() are cleaned up by the runtime after use;
 files a predictor returns from anywhere else are left alone."""
 
-import json
 import os
 import re
 import subprocess
