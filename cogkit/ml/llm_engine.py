@@ -195,9 +195,9 @@ class SlotKVCache:
     """Static K/V buffers ``[slots, kv_heads, max_seq_len, head_dim]`` per layer.
 
     transformers' attention layers call ``update(k, v, layer_idx, ...)`` and attend
-    over what it returns. In prefill mode (``prefill_slot`` set) the new keys fill
-    positions ``prefill_start``.. of that slot, and the slot up to them comes back; otherwise row i of the
-    batch is slot i and its one new key goes to ``positions[i]``, and the first
+    over what it returns. In prefill mode (``prefill_slot`` set) the new keys fill that
+    slot from position ``prefill_start`` on, and the slot up to them comes back; otherwise
+    row i of the batch is slot i and its one new key goes to ``positions[i]``, and the first
     ``span`` positions of the first ``rows`` slots come back (the mask hides the rest
     of each row).
     """
@@ -222,10 +222,9 @@ class SlotKVCache:
             # fixed addresses: in-place updates then keep CUDA graphs valid
             torch._dynamo.mark_static_address(t)
         self.prefill_slot: int | None = None
+        self.prefill_start = 0  # prefill mode: where this chunk's keys go in the slot
         self.positions: torch.Tensor | None = None
         self.span = max_seq_len  # decode: how many positions of each row to attend over
-
-    prefill_start = 0  # prefill mode: where this chunk's keys go in the slot
 
     @property
     def nbytes(self) -> int:

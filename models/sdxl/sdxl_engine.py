@@ -230,8 +230,9 @@ class SDXLEngine:
         if kind != "unet":
             hint = {
                 "lora": "it is a LoRA: pass it as lora_weights (SDXL-Lightning's LoRAs work with fast_mode=lightning)",
-                "checkpoint": "it is an original-layout single-file checkpoint; give a diffusers folder (model_index.json) "
-                              "or a UNet file in diffusers' layout, such as SDXL-Lightning's *_unet.safetensors",
+                "checkpoint": "it is an original-layout single-file checkpoint; give a diffusers folder "
+                              "(model_index.json) or a UNet file in diffusers' layout, such as "
+                              "SDXL-Lightning's *_unet.safetensors",
             }.get(kind, "give a diffusers SDXL folder, or one .safetensors file with a UNet in diffusers' layout")
             raise WeightsError(f"weights: {path.name}: {hint}")
         base = os.environ.get("COGKIT_SDXL_BASE", "").strip() or DEFAULT_WEIGHTS
@@ -404,7 +405,8 @@ class SDXLEngine:
                     try:
                         self._load_adapter(path, name)
                     except Exception as exc:
-                        raise InputError(f"lora_weights: cannot load a LoRA from {lora_weights}: {type(exc).__name__}: {exc}") from None
+                        raise InputError(f"lora_weights: cannot load a LoRA from {lora_weights}: "
+                                         f"{type(exc).__name__}: {exc}") from None
                     self._adapters[name] = str(path)
                 self._adapters.move_to_end(name)
                 names.append(name)

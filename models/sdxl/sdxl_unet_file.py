@@ -30,7 +30,8 @@ def file_kind(path: pathlib.Path) -> str:
         with safe_open(str(path), framework="pt") as f:
             keys = list(f.keys())
     except Exception as exc:
-        raise WeightsError(f"weights: {path.name} is not a readable .safetensors file ({type(exc).__name__}: {exc})") from None
+        raise WeightsError(f"weights: {path.name} is not a readable .safetensors file "
+                           f"({type(exc).__name__}: {exc})") from None
     if any("lora" in k for k in keys[:50]):
         return "lora"
     if any(k.startswith("model.diffusion_model.") for k in keys):
