@@ -51,7 +51,6 @@ class HotswapSlot:
         prepare_model_for_compiled_hotswap(model, target_rank=rank, config=model.peft_config[name])
         self.model, self.name, self.rank = model, name, rank
         self.layers = {n: m for n, m in model.named_modules() if isinstance(m, LoraLayer) and name in m.scaling}
-        self.keys = {f"{n}.lora_{ab}.weight" for n in self.layers for ab in "AB"}
         self.base: dict[str, float] = {n: 0.0 for n in self.layers}  # alpha / r of the LoRA in the slot
         self.current: str | None = None  # the key (content name) of the LoRA in the slot
         self.scale: float | None = None
