@@ -435,7 +435,7 @@ class Hub:
             result = await conn.execute(_INSERT, values)
             values["pk"] = result.inserted_primary_key[0]
         row = t.Prediction(**values)
-        list_output = Interface.of(version.openapi_schema, mode).output_is_list
+        list_output = self._validator(version, mode).interface.output_is_list  # built once per version
         self.live[pid] = Live(pid, kind, origin, list_output=list_output, row=row)
         self._submit(pid, target)
         if deadline is not None:
