@@ -281,6 +281,8 @@ def _weights(ck: _Checker, raw: Any) -> list[WeightsEntry]:
             raise ck.fail(f"{key}.target", f"{target!r} must be an absolute path in the container")
         sources_raw = w.get("source")
         sources_list = sources_raw if isinstance(sources_raw, list) else [sources_raw]
+        if not sources_list:  # the image would COPY a folder nothing was staged into
+            raise ck.fail(f"{key}.source", "is empty; give at least one {uri: ...}")
         sources = []
         for j, s in enumerate(sources_list):
             sk = f"{key}.source" + (f"[{j}]" if isinstance(sources_raw, list) else "")

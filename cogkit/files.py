@@ -17,6 +17,8 @@ import concurrent.futures
 import mimetypes
 import os
 import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +111,17 @@ def filename_from_url(url: str) -> str:
     return name
 
 
+def redact_url(url: str) -> str:
+    """``url`` fit for messages and records: without userinfo (``user:pass@``) and without
+    the query and fragment (signed URLs and index tokens carry credentials there)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.netloc.rpartition("@")[2]
+    except ValueError:
+        return "<an unreadable URL>"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
 # --------------------------------------------------------------------------- data URLs
 
 
@@ -154,44 +167,92 @@ def fetch_client() -> Any:
     return httpx.AsyncClient(timeout=FETCH_TIMEOUT, follow_redirects=True, max_redirects=MAX_REDIRECTS)
 
 
-async def download(client: Any, url: str, dest: str | os.PathLike[str]) -> None:
+@dataclass(frozen=True)
+class FetchLimits:
+    """The caps of one ``download`` (without one: prediction inputs' caps, read when used).
+
+    ``*_setting`` names the variable that sets a cap, added to its message when given
+    (build-time weights have their own caps and say which)."""
+
+    max_bytes: int
+    deadline: float
+    what: str = "input limit"
+    size_setting: str = ""
+    deadline_setting: str = ""
+
+    def too_large(self, shown: str) -> str:
+        return f"{shown} is larger than the {self.max_bytes}-byte {self.what}" + _named(self.size_setting)
+
+    def too_slow(self, shown: str) -> str:
+        return f"{shown} did not arrive within {self.deadline:g} s" + _named(self.deadline_setting)
+
+
+def _named(setting: str) -> str:
+    return f" ({setting})" if setting else ""
+
+
+async def download(client: Any, url: str, dest: str | os.PathLike[str], *, limits: FetchLimits | None = None,
+                   headers: dict[str, str] | None = None, on_chunk: Callable[[int, int | None], None] | None = None,
+                   shown: str | None = None) -> Any:
     """Stream an http(s) URL to ``dest`` under the limits: the size cap (on Content-Length and
-    while streaming), connect/read timeouts, a deadline for the whole download, redirects only
-    to http(s). Every failure is an InputFileError saying why."""
+    while streaming), connect/read timeouts, a deadline for the whole download (headers
+    included: the whole fetch is under one ``wait_for``, so a server trickling bytes cannot
+    outlast it), redirects only to http(s). Every failure is an InputFileError saying why.
+
+    ``headers`` are added to the request, ``on_chunk(n, content_length)`` is called per chunk
+    written, ``shown`` is how messages name the URL (default: the URL). Returns the (closed)
+    response, whose status and headers the caller may read; a 304 writes nothing."""
+    limits = limits or FetchLimits(MAX_INPUT_BYTES, FETCH_DEADLINE)
+    shown = url if shown is None else shown
     try:
-        await asyncio.wait_for(_stream(client, url, dest), FETCH_DEADLINE)
+        return await asyncio.wait_for(_stream(client, url, dest, limits, headers or {}, on_chunk, shown),
+                                      limits.deadline)
     except asyncio.TimeoutError:
-        raise InputFileError(f"{url} did not arrive within {FETCH_DEADLINE:g} s") from None
+        raise InputFileError(limits.too_slow(shown)) from None
 
 
-async def _stream(client: Any, url: str, dest: str | os.PathLike[str]) -> None:
+async def _stream(client: Any, url: str, dest: str | os.PathLike[str], limits: FetchLimits,
+                  extra_headers: dict[str, str], on_chunk: Callable[[int, int | None], None] | None,
+                  shown: str) -> Any:
     import httpx
 
     headers = {"User-Agent": os.environ["COG_USER_AGENT"]} if os.environ.get("COG_USER_AGENT") else {}
+    headers.update(extra_headers)
     try:
         async with client.stream("GET", url, headers=headers) as resp:
             if resp.status_code >= 400:
                 kind = "Client" if resp.status_code < 500 else "Server"
-                raise InputFileError(f"{resp.status_code} {kind} Error: {resp.reason_phrase} for url: {url}")
+                raise InputFileError(f"{resp.status_code} {kind} Error: {resp.reason_phrase} for url: {shown}")
+            if resp.status_code == 304:  # the caller's cached copy is current
+                return resp
             length = resp.headers.get("content-length", "")
-            if length.isdigit() and int(length) > MAX_INPUT_BYTES:  # refused before a byte is stored
-                raise InputFileError(f"{url} is larger than the {MAX_INPUT_BYTES}-byte input limit")
+            total = int(length) if length.isdigit() else None
+            if total is not None and total > limits.max_bytes:  # refused before a byte is stored
+                raise InputFileError(limits.too_large(shown))
             size = 0
             with open(dest, "wb") as f:
                 async for chunk in resp.aiter_bytes(CHUNK_BYTES):
                     size += len(chunk)
-                    if size > MAX_INPUT_BYTES:
-                        raise InputFileError(f"{url} is larger than the {MAX_INPUT_BYTES}-byte input limit")
+                    if size > limits.max_bytes:  # Content-Length may be missing or understated
+                        raise InputFileError(limits.too_large(shown))
                     f.write(chunk)
+                    if on_chunk is not None:
+                        on_chunk(len(chunk), total)
+            return resp
     except httpx.TimeoutException as exc:
-        raise InputFileError(f"timed out after {FETCH_TIMEOUT:g} s fetching {url}") from exc
+        raise InputFileError(f"timed out after {FETCH_TIMEOUT:g} s fetching {shown}") from exc
     except httpx.UnsupportedProtocol as exc:  # a redirect to file://, ftp://, ...
-        raise InputFileError(f"could not fetch {url}: it redirects to a URL that is not http(s)") from exc
+        raise InputFileError(f"could not fetch {shown}: it redirects to a URL that is not http(s)") from exc
     except httpx.TooManyRedirects as exc:
-        raise InputFileError(f"could not fetch {url}: more than {MAX_REDIRECTS} redirects") from exc
+        raise InputFileError(f"could not fetch {shown}: more than {MAX_REDIRECTS} redirects") from exc
     except (httpx.HTTPError, httpx.InvalidURL, ValueError, OSError) as exc:
         # ValueError covers URLs the client cannot even parse (bad IDNA host names, ...)
-        raise InputFileError(f"could not fetch {url}: {exc}") from exc
+        raise InputFileError(f"could not fetch {shown}: {_redacted_error(exc, url, shown)}") from exc
+
+
+def _redacted_error(exc: BaseException, url: str, shown: str) -> str:
+    # httpx puts the request URL in some messages; keep the caller's redaction there too.
+    return str(exc).replace(url, shown)
 
 
 def fetch_to(url: str, dest: str | os.PathLike[str]) -> None:

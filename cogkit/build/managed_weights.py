@@ -25,8 +25,12 @@ from pathlib import Path, PurePosixPath
 from cogkit.build.builders import BuildError
 from cogkit.build.weights_download import WeightsFetchError, fetch_weights_url
 from cogkit.config import Config, WeightsSource
+from cogkit.files import redact_url
 
 MANAGED_DIR = "managed-weights"  # in the build context
+# Never weights, as in the project file listing: the repository, and cogkit's own folder
+# (the weights cache and the build context being staged live in .cog/).
+_SKIPPED_DIRS = {".git", ".cog"}
 CACHE_DIR = "weights-cache"  # under the project's .cog/
 
 
@@ -88,15 +92,18 @@ def stage_managed_weights(config: Config, dest: Path, live: bool = False, log=la
         out = StagedWeights(entry.name, f"{MANAGED_DIR}/{entry.name}", target)
         for j, source in enumerate(entry.sources):
             skey = f"{key}.source" + (f"[{j}]" if len(entry.sources) > 1 else "")
-            _stage_source(config, source, skey, dest / out.folder, out, live)
+            _stage_source(config, source, skey, dest, out, live)
         log(f"weights {entry.name}: {len(out.files)} file(s), {out.size / 1e6:.1f} MB -> {target} (own layer)")
         staged.append(out)
     return staged
 
 
-def _stage_source(config: Config, source: WeightsSource, key: str, folder: Path, out: StagedWeights,
+def _stage_source(config: Config, source: WeightsSource, key: str, dest: Path, out: StagedWeights,
                   live: bool) -> None:
-    files = [(rel, path) for rel, path in _source_files(config, source, key, live)
+    folder = dest / out.folder
+    # The context being staged may sit inside a file:// source folder: never walk into it.
+    skip = {dest.resolve(), (config.project_dir / ".cog" / CACHE_DIR).resolve()}
+    files = [(rel, path) for rel, path in _source_files(config, source, key, live, skip)
              if selected(rel, source.include, source.exclude)]
     if not files:
         raise BuildError(f"{key}: no file of {source.uri!r} matched include/exclude")
@@ -107,8 +114,11 @@ def _stage_source(config: Config, source: WeightsSource, key: str, folder: Path,
         if rel in out.files:
             raise BuildError(f"{key}: {rel!r} also comes from another source of weights {out.name!r}")
         real = path.resolve()
-        out.files[rel] = real.stat().st_size
-        _link(real, folder / rel)
+        try:
+            out.files[rel] = real.stat().st_size
+            _link(real, folder / rel)
+        except OSError as exc:  # disk full, permissions: a message, not a traceback
+            raise BuildError(f"{key}: cannot stage {real} as {folder / rel}: {exc.strerror or exc}") from None
         in_place = path.parent.resolve() / path.name  # folders resolved, the file itself kept
         if not path.is_symlink() and in_place.is_relative_to(project):
             out.project_files.add(in_place.relative_to(project).as_posix())
@@ -123,22 +133,23 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _source_files(config: Config, source: WeightsSource, key: str, live: bool) -> list[tuple[str, Path]]:
+def _source_files(config: Config, source: WeightsSource, key: str, live: bool,
+                  skip: set[Path]) -> list[tuple[str, Path]]:
     uri = source.uri
     scheme = urllib.parse.urlparse(uri).scheme.lower() if "://" in uri else ""
     if scheme in ("http", "https"):
         try:
             path, _cached = fetch_weights_url(uri, config.project_dir / ".cog" / CACHE_DIR, live)
         except WeightsFetchError as exc:
-            raise BuildError(f"{key}.uri: could not fetch {uri}: {exc}") from None
+            raise BuildError(f"{key}.uri: could not fetch {redact_url(uri)}: {exc}") from None
         return [(path.name, path)]
     if scheme == "hf":
-        return _walk(_hf_path(uri, key), key, uri)
+        return _walk(_hf_path(uri, key), key, uri, skip)
     if scheme == "file":
         parsed = urllib.parse.urlparse(uri)
         if parsed.netloc not in ("", "localhost"):
             raise BuildError(f"{key}.uri: {uri!r}: a file:// URL names a path on this machine (file:///path)")
-        return _walk(Path(urllib.parse.unquote(parsed.path)), key, uri)
+        return _walk(Path(urllib.parse.unquote(parsed.path)), key, uri, skip)
     if scheme:
         raise BuildError(f"{key}.uri: {scheme}:// is not a weights source (use a local path, file://, http(s):// or hf://)")
     path = Path(os.path.expanduser(uri))
@@ -148,17 +159,19 @@ def _source_files(config: Config, source: WeightsSource, key: str, live: bool) -
         if not path.resolve().is_relative_to(project):
             raise BuildError(f"{key}.uri: {uri!r} is outside the project; use file:///absolute/path for a file "
                              "elsewhere on this machine")
-    return _walk(path, key, uri)
+    return _walk(path, key, uri, skip)
 
 
-def _walk(root: Path, key: str, uri: str) -> list[tuple[str, Path]]:
-    """(name relative to the source, path) of every file of a file or folder source."""
+def _walk(root: Path, key: str, uri: str, skip: set[Path]) -> list[tuple[str, Path]]:
+    """(name relative to the source, path) of every file of a file or folder source, without
+    .git/.cog folders and the ``skip`` folders (the context being staged, the cache)."""
     if root.is_file():
         return [(root.name, root)]
     if not root.is_dir():
         raise BuildError(f"{key}.uri: {uri!r}: no such file or folder ({root})")
     found = []
     for base, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in _SKIPPED_DIRS and Path(base, d).resolve() not in skip]
         for d in dirs:
             if os.path.islink(os.path.join(base, d)):
                 raise BuildError(f"{key}.uri: {uri!r}: {os.path.join(base, d)} is a symlinked folder, "

@@ -35,6 +35,7 @@ from cogkit.build.requirements import CPU_TORCH_INDEX, Requirements, gather, sta
 from cogkit.build.sdk import sdk_wheel
 from cogkit.build.weights_download import progress_wanted
 from cogkit.config import Config
+from cogkit.files import redact_url
 
 Log = Callable[[str], None]
 
@@ -88,11 +89,22 @@ def compute_schema(config: Config, timeout: float = 300) -> dict[str, Any]:
 
 def _effective_config(config: Config, plan: DockerfilePlan) -> dict[str, Any]:
     raw = json.loads(json.dumps(config.raw, default=str))
+    _redact_weights_uris(raw)
     if plan.cuda:
         build = raw.setdefault("build", {})
         build["cuda"] = plan.cuda.cuda
         build["cudnn"] = plan.cuda.cudnn
     return raw
+
+
+def _redact_weights_uris(raw: dict[str, Any]) -> None:
+    """The label is public (anyone who pulls the image reads it): weights URIs lose their
+    userinfo and query, where credentials and signatures live."""
+    for entry in raw.get("weights") or []:
+        sources = entry.get("source") if isinstance(entry, dict) else None
+        for source in sources if isinstance(sources, list) else [sources]:
+            if isinstance(source, dict) and isinstance(source.get("uri"), str) and "://" in source["uri"]:
+                source["uri"] = redact_url(source["uri"])
 
 
 def prepare_context(

@@ -3,31 +3,57 @@
 Weights are far larger than prediction inputs, so the caps are their own
 (``COGKIT_MAX_WEIGHTS_BYTES``, default 200 GiB; ``COGKIT_WEIGHTS_FETCH_DEADLINE``, default
 2 h for one file); connect/read timeouts and redirects are the input fetch's
-(:mod:`cogkit.files`). A download is kept in the project's ``.cog/weights-cache/`` and
-revalidated with the server's ETag / Last-Modified, so a rebuild (a code change) does not
+(:mod:`cogkit.files`, whose ``download`` does the fetch). A download is kept in the
+project's ``.cog/weights-cache/<hash of the URL>/data/<name>``, beside its record
+``meta.json`` (the URL redacted: no credentials on disk), and revalidated with the server's ETag / Last-Modified, so a rebuild (a code change) does not
 fetch gigabytes again. A progress bar is drawn on stderr when it is a terminal.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import hashlib
 import json
 import os
 import sys
-import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from cogkit.files import FETCH_TIMEOUT, FETCHED_SCHEMES, MAX_REDIRECTS, filename_from_url
+from cogkit.files import FETCHED_SCHEMES, FetchLimits, InputFileError, download, fetch_client, filename_from_url, \
+    redact_url
 
-MAX_WEIGHTS_BYTES = int(os.environ.get("COGKIT_MAX_WEIGHTS_BYTES") or str(200 << 30))
-WEIGHTS_FETCH_DEADLINE = float(os.environ.get("COGKIT_WEIGHTS_FETCH_DEADLINE") or "7200")
-_CHUNK = 1 << 20
+SIZE_SETTING = "COGKIT_MAX_WEIGHTS_BYTES"
+DEADLINE_SETTING = "COGKIT_WEIGHTS_FETCH_DEADLINE"
+DEFAULT_MAX_BYTES = 200 << 30
+DEFAULT_DEADLINE = 7200.0
 
 
 class WeightsFetchError(Exception):
-    """A weights URL could not be fetched; the message says why (the caller adds the field)."""
+    """A weights URL could not be fetched or kept; the message says why (the caller adds the field)."""
+
+
+def limits() -> FetchLimits:
+    """The caps, read from the environment when a download starts (a bad value fails that
+    build with a message naming the variable, not every import)."""
+    return FetchLimits(int(_setting(SIZE_SETTING, DEFAULT_MAX_BYTES, int)),
+                       _setting(DEADLINE_SETTING, DEFAULT_DEADLINE, float),
+                       what="limit", size_setting=SIZE_SETTING, deadline_setting=DEADLINE_SETTING)
+
+
+def _setting(name: str, default: float, kind: type) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = 0
+    if not value > 0:
+        unit = "a whole number of bytes" if kind is int else "a number of seconds"
+        raise WeightsFetchError(f"{name}={raw!r} must be {unit} above 0")
+    return value
 
 
 class Progress:
@@ -71,81 +97,80 @@ def fetch_weights_url(url: str, cache_dir: Path, live: bool = False) -> tuple[Pa
     unchanged) and whether it came from the cache."""
     if urllib.parse.urlparse(url).scheme.lower() not in FETCHED_SCHEMES:
         raise WeightsFetchError("only http and https URLs are fetched")
+    caps = limits()
+    # The key hashes the whole URL (another signature may be another file); only the
+    # redacted URL is written down.
     slot = cache_dir / hashlib.sha256(url.encode()).hexdigest()[:24]
     name = filename_from_url(url)
-    dest = slot / name
+    # The data lives in data/, the record beside it: no URL's file name can overwrite it.
+    dest = slot / "data" / name
     meta_path = slot / "meta.json"
+    partial = slot / "download.partial"
     meta = _read_meta(meta_path, dest)
+    headers = _validators(meta)
+    _disk(lambda: dest.parent.mkdir(parents=True, exist_ok=True), "create", dest.parent)
+    try:
+        resp = _download(url, partial, caps, headers, name, live)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    if resp.status_code == 304:
+        partial.unlink(missing_ok=True)
+        if headers:
+            return dest, True
+        raise WeightsFetchError(f"{redact_url(url)}: 304 Not Modified for a request without a cached copy")
+    _disk(lambda: os.replace(partial, dest), "write", dest)
+    record = {"url": redact_url(url), "size": dest.stat().st_size,
+              **{k: v for k, v in (("etag", resp.headers.get("etag")),
+                                   ("last_modified", resp.headers.get("last-modified"))) if v}}
+    _disk(lambda: meta_path.write_text(json.dumps(record)), "write", meta_path)
+    return dest, False
+
+
+def _validators(meta: dict[str, Any]) -> dict[str, str]:
     headers = {}
     if meta.get("etag"):
         headers["If-None-Match"] = meta["etag"]
     if meta.get("last_modified"):
         headers["If-Modified-Since"] = meta["last_modified"]
-    if os.environ.get("COG_USER_AGENT"):
-        headers["User-Agent"] = os.environ["COG_USER_AGENT"]
-    slot.mkdir(parents=True, exist_ok=True)
-    partial = slot / (name + ".partial")
+    return headers
+
+
+def _disk(action: Any, verb: str, path: Path) -> None:
+    """Run a file operation; a disk error (full, read-only, permissions) becomes a message."""
     try:
-        fresh = _stream(url, headers, partial, name, live)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    if fresh is None:  # 304: the cached copy is current
-        return dest, True
-    os.replace(partial, dest)
-    meta_path.write_text(json.dumps({"url": url, "size": dest.stat().st_size, **fresh}))
-    return dest, False
+        action()
+    except OSError as exc:
+        raise WeightsFetchError(f"cannot {verb} {path}: {exc.strerror or exc}") from None
 
 
 def _read_meta(meta_path: Path, dest: Path) -> dict[str, Any]:
     try:
         meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError):
+        # A cached copy counts only if it is whole.
+        return meta if dest.is_file() and dest.stat().st_size == meta.get("size") else {}
+    except (OSError, ValueError, AttributeError):
         return {}
-    # A cached copy counts only if it is whole.
-    return meta if dest.is_file() and dest.stat().st_size == meta.get("size") else {}
 
 
-def _stream(url: str, headers: dict[str, str], partial: Path, label: str, live: bool) -> dict[str, str] | None:
-    """Download into ``partial``; None on 304, else the validators to keep."""
-    import httpx
-
-    deadline = time.monotonic() + WEIGHTS_FETCH_DEADLINE
+def _download(url: str, partial: Path, caps: FetchLimits, headers: dict[str, str], label: str, live: bool) -> Any:
+    """files.download (one deadline over the whole fetch) into ``partial``, with a progress
+    bar. Its own event loop in a thread: the caller may be inside one."""
     bar = Progress(label, live)
+
+    def on_chunk(n: int, total: int | None) -> None:
+        bar.total(total)
+        bar.advance(n)
+
+    async def run() -> Any:
+        async with fetch_client() as client:
+            return await download(client, url, partial, limits=caps, headers=headers, on_chunk=on_chunk,
+                                  shown=redact_url(url))
+
     try:
-        with httpx.Client(timeout=FETCH_TIMEOUT, follow_redirects=True, max_redirects=MAX_REDIRECTS) as client, \
-                client.stream("GET", url, headers=headers) as resp:
-            if resp.status_code == 304:
-                if "If-None-Match" in headers or "If-Modified-Since" in headers:
-                    return None
-                raise WeightsFetchError("304 Not Modified for a request without a cached copy")
-            if resp.status_code >= 400:
-                raise WeightsFetchError(f"{resp.status_code} {resp.reason_phrase}")
-            length = resp.headers.get("content-length", "")
-            if length.isdigit() and int(length) > MAX_WEIGHTS_BYTES:  # refused before a byte is stored
-                raise WeightsFetchError(f"{int(length)} bytes is over the {MAX_WEIGHTS_BYTES}-byte limit "
-                                        "(COGKIT_MAX_WEIGHTS_BYTES)")
-            bar.total(int(length) if length.isdigit() else None)
-            size = 0
-            with open(partial, "wb") as f:
-                for chunk in resp.iter_bytes(_CHUNK):
-                    size += len(chunk)
-                    if size > MAX_WEIGHTS_BYTES:
-                        raise WeightsFetchError(f"over the {MAX_WEIGHTS_BYTES}-byte limit (COGKIT_MAX_WEIGHTS_BYTES)")
-                    if time.monotonic() > deadline:
-                        raise WeightsFetchError(f"did not arrive within {WEIGHTS_FETCH_DEADLINE:g} s "
-                                                "(COGKIT_WEIGHTS_FETCH_DEADLINE)")
-                    f.write(chunk)
-                    bar.advance(len(chunk))
-            return {k: v for k, v in (("etag", resp.headers.get("etag")),
-                                      ("last_modified", resp.headers.get("last-modified"))) if v}
-    except httpx.TimeoutException:
-        raise WeightsFetchError(f"timed out after {FETCH_TIMEOUT:g} s without data") from None
-    except httpx.UnsupportedProtocol:  # a redirect to file://, ftp://, ...
-        raise WeightsFetchError("it redirects to a URL that is not http(s)") from None
-    except httpx.TooManyRedirects:
-        raise WeightsFetchError(f"more than {MAX_REDIRECTS} redirects") from None
-    except (httpx.HTTPError, httpx.InvalidURL, ValueError, OSError) as exc:
-        raise WeightsFetchError(str(exc) or type(exc).__name__) from None
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cogkit-weights") as pool:
+            return pool.submit(asyncio.run, run()).result()
+    except InputFileError as exc:
+        raise WeightsFetchError(str(exc)) from None
     finally:
         bar.close()

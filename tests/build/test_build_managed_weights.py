@@ -11,6 +11,7 @@ import os
 import re
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,6 +39,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = self.path.split("?")[0]
+        if path in ("/trickle", "/no-length"):
+            self._without_limits(path)
+            return
         if path == "/to-file":
             self.send_response(302)
             self.send_header("Location", "file:///etc/passwd")
@@ -60,6 +64,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("ETag", etag)
         self.end_headers()
         self.wfile.write(body)
+
+    def _without_limits(self, path: str) -> None:
+        """/trickle: a byte every 0.2 s (never a read timeout); /no-length: 3 MiB with no
+        Content-Length (the connection's end delimits it)."""
+        self.send_response(200)
+        if path == "/trickle":
+            self.send_header("Content-Length", "100")
+        self.end_headers()
+        try:
+            if path == "/no-length":
+                self.wfile.write(b"n" * (3 << 20))
+                return
+            for _ in range(100):
+                self.wfile.write(b"t")
+                self.wfile.flush()
+                time.sleep(0.2)
+        except OSError:  # the client gave up, as it should
+            pass
 
 
 @pytest.fixture
@@ -144,23 +166,117 @@ def test_http_download_is_cached_and_revalidated(tmp_path: Path, origin: _Origin
     _stage(project, tmp_path / "c")  # changed on the server: fetched again
     assert origin.hits[-1] == ("/w.bin", 200)
     assert (tmp_path / "c/managed-weights/w/w.bin").read_bytes() == b"v2"
-    assert not list((project / ".cog" / "weights-cache").rglob("*.partial"))
 
 
 def test_http_failures_name_the_field_and_the_reason(tmp_path: Path, origin: _Origin,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     origin.files["/big.bin"] = b"x" * 5000
     cases = {
-        "/missing.bin": r"weights\[0\]\.source\.uri: could not fetch http://127\.0\.0\.1:\d+/missing\.bin: 404 Not Found",
+        "/missing.bin": r"weights\[0\]\.source\.uri: could not fetch http://127\.0\.0\.1:\d+/missing\.bin: "
+                        r"404 Client Error: Not Found",
         "/to-file": r"it redirects to a URL that is not http\(s\)",
-        "/big.bin": r"5000 bytes is over the 4096-byte limit \(COGKIT_MAX_WEIGHTS_BYTES\)",
+        "/big.bin": r"/big\.bin is larger than the 4096-byte limit \(COGKIT_MAX_WEIGHTS_BYTES\)",
     }
-    monkeypatch.setattr(weights_download, "MAX_WEIGHTS_BYTES", 4096)
+    monkeypatch.setenv("COGKIT_MAX_WEIGHTS_BYTES", "4096")
     for i, (path, pattern) in enumerate(cases.items()):
         project = _project(tmp_path / f"p{i}", f"- name: w\n  target: /w\n  source: {{uri: {_url(origin, path)}}}\n")
         with pytest.raises(BuildError, match=pattern):
             _stage(project, tmp_path / f"ctx{i}")
-        assert not list((project / ".cog").rglob("*.partial"))
+
+
+def _partials(project: Path) -> list[Path]:
+    return list((project / ".cog").rglob("*.partial"))
+
+
+def test_a_trickling_server_is_stopped_by_the_deadline(tmp_path: Path, origin: _Origin,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # A byte every 0.2 s never trips the read timeout; only the whole-download deadline stops it.
+    monkeypatch.setenv("COGKIT_WEIGHTS_FETCH_DEADLINE", "1")
+    project = _project(tmp_path / "p", f"- name: w\n  target: /w\n  source: {{uri: {_url(origin, '/trickle')}}}\n")
+    started = time.monotonic()
+    with pytest.raises(BuildError, match=r"weights\[0\]\.source\.uri: could not fetch .*/trickle: .*did not arrive "
+                                         r"within 1 s \(COGKIT_WEIGHTS_FETCH_DEADLINE\)"):
+        _stage(project, tmp_path / "ctx")
+    assert time.monotonic() - started < 8
+    assert (project / ".cog/weights-cache").is_dir() and not _partials(project)
+
+
+def test_a_body_without_content_length_is_capped_mid_stream(tmp_path: Path, origin: _Origin,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # 3 MiB with no Content-Length against a 1.5 MiB cap: refused after the first MiB is written.
+    monkeypatch.setenv("COGKIT_MAX_WEIGHTS_BYTES", str(3 << 19))
+    project = _project(tmp_path / "p", f"- name: w\n  target: /w\n  source: {{uri: {_url(origin, '/no-length')}}}\n")
+    with pytest.raises(BuildError, match=r"weights\[0\]\.source\.uri: .*/no-length is larger than the 1572864-byte "
+                                         r"limit \(COGKIT_MAX_WEIGHTS_BYTES\)"):
+        _stage(project, tmp_path / "ctx")
+    assert (project / ".cog/weights-cache").is_dir() and not _partials(project)
+
+
+def test_a_url_named_meta_json_keeps_its_data_apart_from_the_record(tmp_path: Path, origin: _Origin) -> None:
+    origin.files["/meta.json"] = b'{"weights": true}'
+    project = _project(tmp_path / "p", f"- name: w\n  target: /w\n  source: {{uri: {_url(origin, '/meta.json')}}}\n")
+    _stage(project, tmp_path / "a")
+    _stage(project, tmp_path / "b")  # the record survived: revalidated, not fetched again
+    assert origin.hits == [("/meta.json", 200), ("/meta.json", 304)]
+    assert (tmp_path / "b/managed-weights/w/meta.json").read_bytes() == b'{"weights": true}'
+
+
+def test_credentials_in_urls_stay_out_of_messages_records_and_labels(tmp_path: Path, origin: _Origin) -> None:
+    origin.files["/w.bin"] = b"w"
+    port = origin.server_address[1]
+    good = f"http://user:hunter2@127.0.0.1:{port}/w.bin?X-Amz-Signature=s3cret"
+    project = _project(tmp_path / "p", f"- name: w\n  target: /w\n  source: {{uri: '{good}'}}\n")
+    prepare_context(load_config(project), tmp_path / "ctx", BuildOptions(), log=lambda m: None)
+    on_disk = b"".join(p.read_bytes() for p in (project / ".cog/weights-cache").rglob("meta.json"))
+    assert b"127.0.0.1" in on_disk and b"hunter2" not in on_disk and b"s3cret" not in on_disk
+    dockerfile = (tmp_path / "ctx" / "Dockerfile").read_text()
+    assert "run.cog.config" in dockerfile and "hunter2" not in dockerfile and "s3cret" not in dockerfile
+    bad = _project(tmp_path / "q", f"- name: w\n  target: /w\n  source: {{uri: '{good.replace('w.bin', 'gone')}'}}\n")
+    with pytest.raises(BuildError) as err:
+        _stage(bad, tmp_path / "ctx2")
+    assert f"could not fetch http://127.0.0.1:{port}/gone: 404" in str(err.value)
+    assert "hunter2" not in str(err.value) and "s3cret" not in str(err.value)
+
+
+@pytest.mark.parametrize("name, value", [("COGKIT_MAX_WEIGHTS_BYTES", "20GB"),
+                                         ("COGKIT_WEIGHTS_FETCH_DEADLINE", "-1")])
+def test_bad_limit_settings_are_clear_errors(tmp_path: Path, origin: _Origin, monkeypatch: pytest.MonkeyPatch,
+                                            name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    project = _project(tmp_path / "p", f"- name: w\n  target: /w\n  source: {{uri: {_url(origin, '/w.bin')}}}\n")
+    with pytest.raises(BuildError, match=re.escape(f"weights[0].source.uri: could not fetch") + ".*"
+                       + re.escape(f"{name}={value!r} must be")):
+        _stage(project, tmp_path / "ctx")
+
+
+def test_disk_errors_name_the_entry_and_the_path(tmp_path: Path, origin: _Origin) -> None:
+    origin.files["/w.bin"] = b"w"
+    project = _project(tmp_path / "p", f"- name: w\n  target: /w\n  source: {{uri: {_url(origin, '/w.bin')}}}\n")
+    (project / ".cog").mkdir()
+    (project / ".cog" / "weights-cache").write_text("a file where the cache folder goes")
+    with pytest.raises(BuildError, match=r"weights\[0\]\.source\.uri: .*cannot create .*weights-cache"):
+        _stage(project, tmp_path / "ctx")
+    local = _project(tmp_path / "l", "- name: w\n  target: /w\n  source: {uri: w.bin}\n", {"w.bin": b"w"})
+    (tmp_path / "ctx-l" / "managed-weights").mkdir(parents=True)
+    (tmp_path / "ctx-l" / "managed-weights" / "w").write_text("a file where the folder goes")
+    with pytest.raises(BuildError, match=r"weights\[0\]\.source: cannot stage .*w\.bin as .*managed-weights/w/w\.bin"):
+        _stage(local, tmp_path / "ctx-l")
+
+
+def test_the_project_as_a_source_skips_git_cog_and_the_context(tmp_path: Path) -> None:
+    project = _project(tmp_path / "p", "- name: w\n  target: /w\n  source: {uri: '.', include: ['*.bin']}\n",
+                       {"model.bin": b"m", ".git/objects/x.bin": b"g", ".cog/weights-cache/old.bin": b"c"})
+    _stage(project, project / ".cog" / "build")
+    _stage(project, project / "ctx")  # a context inside the project (not under .cog) is not walked either
+    assert _tree(project / "ctx/managed-weights/w") == {"model.bin": b"m"}
+
+
+def test_an_empty_source_list_is_refused(tmp_path: Path) -> None:
+    from cogkit.exceptions import ConfigError
+
+    project = _project(tmp_path / "p", "- name: w\n  target: /w\n  source: []\n")
+    with pytest.raises(ConfigError, match=re.escape("weights[0].source") + ".*empty"):
+        load_config(project)
 
 
 @pytest.mark.parametrize("target, message", [
