@@ -1,6 +1,6 @@
-"""build.sdk_version: this cogkit for its own version and for Cog SDK versions, a cogkit
-release from the package index otherwise, and a clear error when the index does not
-have it. The index is a real PEP 503 folder on disk that pip reads through
+"""build.sdk_version: this cogkit for its own version and for every bare version (a Cog
+SDK pin, whatever its number), a cogkit release from the package index for cogkit==X
+only, and a clear error when the index does not have it. The index is a real PEP 503 folder on disk that pip reads through
 PIP_INDEX_URL, with pip's other configuration switched off, so nothing depends on the
 network."""
 
@@ -21,7 +21,7 @@ from cogkit.build.pipeline import BuildOptions, prepare_context
 from cogkit.build.sdk import sdk_wheel
 from cogkit.config import load_config
 
-RELEASE = "0.24.0"  # above COG_COMPAT_VERSION, so a cogkit release, not Cog's
+RELEASE = "0.24.0"  # above COG_COMPAT_VERSION: bare, still a Cog pin; cogkit==0.24.0 is a release
 
 
 def _wheel(folder: Path, version: str) -> Path:
@@ -68,7 +68,7 @@ def _project(root: Path, sdk_version: str) -> Path:
 
 
 @pytest.mark.parametrize("spec", [None, __version__, "0.16.8", COG_COMPAT_VERSION, "0.17.0rc2", "prerelease",
-                                  ">=0.16,<0.17"])
+                                  ">=0.16,<0.17", RELEASE, "99.0"])
 def test_this_cogkit_for_its_version_and_cogs(tmp_path: Path, spec: str | None) -> None:
     messages: list[str] = []
     wheel = sdk_wheel(spec, tmp_path, "cog.yaml", messages.append)
@@ -77,8 +77,9 @@ def test_this_cogkit_for_its_version_and_cogs(tmp_path: Path, spec: str | None) 
     if spec in (None, __version__):
         assert not messages
     else:
+        above = f" (not Cog {spec}'s; write cogkit==X.Y.Z for a cogkit release)" if spec in (RELEASE, "99.0") else ""
         assert noted == [f"note: build.sdk_version {spec} is Cog's SDK; the image gets this cogkit ({__version__}), "
-                         f"which provides `cog` and speaks Cog {COG_COMPAT_VERSION}'s protocol"]
+                         f"which provides `cog` and speaks Cog {COG_COMPAT_VERSION}'s protocol{above}"]
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -90,7 +91,7 @@ def test_unreadable_sdk_versions_are_clear_errors(tmp_path: Path, spec: str, mes
         sdk_wheel(spec, tmp_path, "cog.yaml", lambda m: None)
 
 
-@pytest.mark.parametrize("spec", [RELEASE, f"cogkit=={RELEASE}"])
+@pytest.mark.parametrize("spec", [f"cogkit=={RELEASE}", "cogkit==0.24"])  # 0.24: the wheel says 0.24.0
 def test_a_cogkit_release_comes_from_the_package_index(tmp_path: Path, local_index: str, spec: str) -> None:
     project = _project(tmp_path / "p", spec)
     messages: list[str] = []
@@ -100,15 +101,30 @@ def test_a_cogkit_release_comes_from_the_package_index(tmp_path: Path, local_ind
     dockerfile = (ctx / "Dockerfile").read_text()
     assert f"pip install /tmp/cogkit-wheel/cogkit-{RELEASE}-py3-none-any.whl" in dockerfile
     assert f'run.cogkit.version="{RELEASE}"' in dockerfile
-    assert f"build.sdk_version {RELEASE}: cogkit {RELEASE} from the package index" in messages
+    assert f"build.sdk_version {spec}: cogkit {spec.split('==')[1]} from the package index" in messages
 
 
 def test_a_cogkit_release_that_does_not_exist_is_a_clear_error(tmp_path: Path, local_index: str) -> None:
-    project = _project(tmp_path / "p", "99.0.0")
+    project = _project(tmp_path / "p", "cogkit==99.0.0")
     with pytest.raises(BuildError) as err:
         prepare_context(load_config(project), tmp_path / "ctx", BuildOptions(), log=lambda m: None)
     assert str(err.value) == (
         f"{project / 'cog.yaml'}: build.sdk_version: cogkit 99.0.0 does not exist (not on {local_index}; it has: "
-        f"{RELEASE}); use {__version__} (this cogkit), a Cog SDK version (<= {COG_COMPAT_VERSION}: this cogkit too) "
-        "or a released cogkit"
+        f"{RELEASE}); write cogkit=={__version__} (this cogkit) or a released cogkit, or a bare Cog SDK version "
+        "(this cogkit too)"
     )
+
+
+def test_the_index_url_is_redacted_in_messages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("PIP_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    monkeypatch.setenv("PIP_TIMEOUT", "2")
+    monkeypatch.setenv("PIP_INDEX_URL", "http://user:t0ken@127.0.0.1:9/simple/?key=s3cret")  # nothing listens on 9
+    with pytest.raises(BuildError) as err:
+        sdk_wheel(f"cogkit=={RELEASE}", tmp_path, "cog.yaml", lambda m: None)
+    message = str(err.value)
+    assert "http://127.0.0.1:9/simple/" in message
+    assert "t0ken" not in message and "s3cret" not in message

@@ -158,3 +158,9 @@ def test_output_files_named_after_output_keys_stay_in_the_output_folder(tmp_path
     shown, written = write_files({"x/../../../escaped": FileOutput(str(src)), "a/b": [FileOutput(str(src))]}, str(out))
     assert [p.parent for p in written] == [out, out]
     assert shown == {"x/../../../escaped": str(out / "output.x_.._.._.._escaped.txt"), "a/b": [str(out / "output.a_b.0.txt")]}
+
+
+def test_redact_url_drops_userinfo_query_and_fragment() -> None:
+    assert files.redact_url("https://user:pw@host:8443/a/b.bin?X-Amz-Signature=s#frag") == "https://host:8443/a/b.bin"
+    assert files.redact_url("https://host/plain.bin") == "https://host/plain.bin"
+    assert files.redact_url("http://[::1") == "<an unreadable URL>"
