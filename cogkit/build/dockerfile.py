@@ -121,9 +121,10 @@ def render(plan: DockerfilePlan) -> str:
     #   a cache mount when the builder supports it, so it never reaches the layer.
     own = ["tini"]
     if plan.cuda:
-        # The distribution's Python (see cuda.UBUNTU_PYTHON) and pip, which installs uv
-        # (python3-pip is pure Python in dist-packages, which every python3.X there reads).
-        own += ["ca-certificates", f"python{plan.cuda.python}", "python3-pip"]
+        # The distribution's Python (see cuda.UBUNTU_PYTHON) and its own venv module: no
+        # python3-pip, which is packaged for the default python3 only (3.11 on Ubuntu
+        # 22.04 is universe's, beside a 3.10 default).
+        own += ["ca-certificates", f"python{plan.cuda.python}", f"python{plan.cuda.python}-venv"]
     apt = [
         "apt-get update -qq",
         "apt-get install -qqy --no-install-recommends " + " ".join(own),
@@ -139,15 +140,17 @@ def render(plan: DockerfilePlan) -> str:
 
     if plan.cuda:
         # A virtualenv on the distribution's Python becomes the image's `python` (Ubuntu's
-        # own is externally managed, PEP 668). uv comes from PyPI into its own folder
-        # (--target skips PEP 668: it is not the system's site-packages); it must never
-        # download a Python (that is GitHub): UV_PYTHON_DOWNLOADS=never makes it fail
-        # instead. UV_NATIVE_TLS: trust the system's CA store, as pip does.
+        # own is externally managed, PEP 668). uv comes from PyPI into a venv of its own,
+        # made by that same python3.X with the pip its ensurepip bundles (offline), so the
+        # bootstrap works alike for every python3.X; uv must never download a Python (that
+        # is GitHub): UV_PYTHON_DOWNLOADS=never makes it fail instead. UV_NATIVE_TLS: trust
+        # the system's CA store, as pip does.
         py = f"/usr/bin/python{plan.cuda.python}"
         out.append(_env_line({"UV_PYTHON_DOWNLOADS": "never", "UV_NATIVE_TLS": "1", "VIRTUAL_ENV": VENV_DIR}))
         out.append(f"ENV PATH={VENV_DIR}/bin:$PATH")  # keeps the CUDA image's own PATH entries
         out.append(
-            f"RUN {pip_mount}{py} -m pip install{pip_flags} --target {UV_DIR} uv=={UV_VERSION} \\\n"
+            f"RUN {pip_mount}{py} -m venv {UV_DIR} \\\n"
+            f"    && {UV_DIR}/bin/pip install{pip_flags} uv=={UV_VERSION} \\\n"
             f"    && {UV_DIR}/bin/uv venv --seed --python {py} {VENV_DIR}"
         )
 

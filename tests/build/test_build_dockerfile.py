@@ -88,12 +88,15 @@ def test_gpu_image_uses_cuda_runtime_image_chosen_from_torch(tmp_path: Path) -> 
     instrs = _instructions(dockerfile)
     assert instrs[0] == "FROM nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04"
     assert 'NVIDIA_DRIVER_CAPABILITIES="all"' in dockerfile
-    # Ubuntu's own Python and pip from apt; uv from PyPI makes a venv on that interpreter,
+    # Ubuntu's own Python and its venv module from apt (no python3-pip: it is the default
+    # python3's); uv from PyPI, in a venv of its own, makes a venv on that interpreter,
     # first on PATH, before any pip install; uv may never download a Python.
     apt = _index(instrs, "RUN --mount=type=cache,target=/var/cache/apt")
-    assert "apt-get install -qqy --no-install-recommends tini ca-certificates python3.10 python3-pip" in instrs[apt]
-    venv = _index(instrs, "RUN --mount=type=cache,target=/root/.cache/pip /usr/bin/python3.10 -m pip install "
-                          f"--target /opt/uv uv=={UV_VERSION} && /opt/uv/bin/uv venv --seed --python /usr/bin/python3.10 /opt/venv")
+    assert "apt-get install -qqy --no-install-recommends tini ca-certificates python3.10 python3.10-venv" in instrs[apt]
+    assert "python3-pip" not in dockerfile
+    venv = _index(instrs, "RUN --mount=type=cache,target=/root/.cache/pip /usr/bin/python3.10 -m venv /opt/uv "
+                          f"&& /opt/uv/bin/pip install uv=={UV_VERSION} "
+                          "&& /opt/uv/bin/uv venv --seed --python /usr/bin/python3.10 /opt/venv")
     env = _index(instrs, 'ENV UV_PYTHON_DOWNLOADS="never"')
     assert apt < env < _index(instrs, "ENV PATH=/opt/venv/bin:$PATH") < venv < _index(
         instrs, "RUN --mount=type=cache,target=/root/.cache/pip python -m pip install -r")
@@ -162,7 +165,7 @@ def test_gpu_image_fetches_only_from_package_registries(tmp_path: Path) -> None:
     assert [i for i in instrs if i.startswith("FROM ")] == ["FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04"]
     assert not [i for i in instrs if i.startswith(("COPY --from", "ADD "))]
     allowed = ("apt-get update", "apt-get install", "rm -rf /var/lib/apt/lists/*", "python -m pip install ",
-               "/usr/bin/python3.12 -m pip install ", "/opt/uv/bin/uv venv ")
+               "/usr/bin/python3.12 -m venv /opt/uv", "/opt/uv/bin/pip install uv==", "/opt/uv/bin/uv venv ")
     for instr in instrs:
         if not instr.startswith("RUN "):
             continue

@@ -616,7 +616,8 @@ def test_managed_weights_are_one_layer_that_a_code_change_keeps(containers: Cont
 def test_gpu_python_recipe_builds_and_runs_on_a_debian_base(containers: Containers, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """The GPU images' Python recipe for real, minus CUDA (no nvidia/cuda image can be
-    pulled here): the distribution's python3.X and pip from apt, uv from PyPI, a uv venv on
+    pulled here): the distribution's python3.X and python3.X-venv from apt, uv from PyPI
+    into a venv of its own, a uv venv on
     /usr/bin/python3.X that may not download a Python, then cogkit installed into it. On
     the Debian base (bookworm: Python 3.11) in place of Ubuntu's."""
     from cogkit._version import __version__
