@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import shutil
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from cogkit.build.builders import BuildError
+from cogkit.build.context import ALWAYS_IGNORED, link_or_copy
 from cogkit.build.weights_download import WeightsFetchError, fetch_weights_url
 from cogkit.config import Config, WeightsSource
 from cogkit.files import redact_url
@@ -30,7 +30,7 @@ from cogkit.files import redact_url
 MANAGED_DIR = "managed-weights"  # in the build context
 # Never weights, as in the project file listing: the repository, and cogkit's own folder
 # (the weights cache and the build context being staged live in .cog/).
-_SKIPPED_DIRS = {".git", ".cog"}
+_SKIPPED_DIRS = {".git", ALWAYS_IGNORED}
 CACHE_DIR = "weights-cache"  # under the project's .cog/
 
 
@@ -116,21 +116,12 @@ def _stage_source(config: Config, source: WeightsSource, key: str, dest: Path, o
         real = path.resolve()
         try:
             out.files[rel] = real.stat().st_size
-            _link(real, folder / rel)
+            link_or_copy(real, folder / rel)  # resolved: the context gets contents, never symlinks
         except OSError as exc:  # disk full, permissions: a message, not a traceback
             raise BuildError(f"{key}: cannot stage {real} as {folder / rel}: {exc.strerror or exc}") from None
         in_place = path.parent.resolve() / path.name  # folders resolved, the file itself kept
         if not path.is_symlink() and in_place.is_relative_to(project):
             out.project_files.add(in_place.relative_to(project).as_posix())
-
-
-def _link(src: Path, dst: Path) -> None:
-    """Hard link (instant, no disk) or copy; the context gets contents, never symlinks."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
 
 
 def _source_files(config: Config, source: WeightsSource, key: str, live: bool,
