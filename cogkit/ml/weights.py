@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from cogkit import progress as _progress
+from cogkit.files import redact_url
 from cogkit.ml.env import env_flag
 from cogkit.ml.logs import log
 
@@ -195,7 +196,7 @@ def download_url(
     dest = cache / _cache_key(base)
     hit = _cached(dest)
     if hit is not None:
-        log(f"[weights] cache hit for {_redact(base)}: {hit}")
+        log(f"[weights] cache hit for {redact_url(base)}: {hit}")
         return hit
     name = _filename(base)
     with _staging(dest) as tmp:
@@ -206,7 +207,7 @@ def download_url(
         if sha256:
             digest = _sha256_file(tmp / name)
             if digest != sha256:
-                raise WeightsError(f"weights: sha256 mismatch for {_redact(base)}: expected {sha256}, got {digest}")
+                raise WeightsError(f"weights: sha256 mismatch for {redact_url(base)}: expected {sha256}, got {digest}")
         if is_tar(name):
             relative = _extract(tmp / name, tmp / "contents")
             (tmp / name).unlink()
@@ -214,7 +215,7 @@ def download_url(
             if name.endswith(".safetensors"):
                 check_safetensors(tmp / name)
             relative = name
-        (tmp / _MARKER).write_text(json.dumps({"url": _redact(base), "path": relative, "bytes": size}))
+        (tmp / _MARKER).write_text(json.dumps({"url": redact_url(base), "path": relative, "bytes": size}))
     result = _cached(dest)
     assert result is not None
     return result
@@ -271,12 +272,6 @@ def _cached(dest: pathlib.Path) -> pathlib.Path | None:
     return path if path.exists() else None
 
 
-def _redact(url: str) -> str:
-    """The URL without its query string (signed URLs carry credentials there)."""
-    parts = urllib.parse.urlsplit(url)
-    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-
-
 def _client(timeout: float) -> Any:
     import httpx
 
@@ -292,7 +287,7 @@ def _probe(client: Any, url: str) -> tuple[int | None, bool]:
         if r.status_code == 200:
             length = r.headers.get("content-length")
             return (int(length) if length and length.isdigit() else None), False
-        raise WeightsError(f"weights: {_redact(url)} answered HTTP {r.status_code}")
+        raise WeightsError(f"weights: {redact_url(url)} answered HTTP {r.status_code}")
 
 
 def _fetch(url: str, path: pathlib.Path, *, workers: int, chunk_size: int, timeout: float) -> int:
@@ -309,10 +304,10 @@ def _fetch(url: str, path: pathlib.Path, *, workers: int, chunk_size: int, timeo
     except WeightsError:
         raise
     except httpx.HTTPError as exc:
-        raise WeightsError(f"weights: cannot download {_redact(url)}: {type(exc).__name__}: {exc}") from None
+        raise WeightsError(f"weights: cannot download {redact_url(url)}: {type(exc).__name__}: {exc}") from None
     got = path.stat().st_size
     if size is not None and got != size:
-        raise WeightsError(f"weights: {_redact(url)} is truncated: got {got} of {size} bytes")
+        raise WeightsError(f"weights: {redact_url(url)} is truncated: got {got} of {size} bytes")
     return got
 
 
@@ -335,7 +330,7 @@ def _fetch_stream(client: Any, url: str, path: pathlib.Path, size: int | None, *
     bar = _Progress(label, size)
     with client.stream("GET", url) as r, open(path, "wb") as out:
         if r.status_code != 200:
-            raise WeightsError(f"weights: {_redact(url)} answered HTTP {r.status_code}")
+            raise WeightsError(f"weights: {redact_url(url)} answered HTTP {r.status_code}")
         for block in r.iter_bytes(1 * MiB):
             out.write(block)
             bar.add(len(block))
@@ -356,14 +351,14 @@ def _fetch_ranges(
                     offset = start
                     with client.stream("GET", url, headers={"Range": f"bytes={start}-{end}"}) as r:
                         if r.status_code != 206:
-                            raise WeightsError(f"weights: {_redact(url)} answered HTTP {r.status_code} to a range request")
+                            raise WeightsError(f"weights: {redact_url(url)} answered HTTP {r.status_code} to a range request")
                         for block in r.iter_bytes(1 * MiB):
                             if offset + len(block) > end + 1:
-                                raise WeightsError(f"weights: {_redact(url)} sent more bytes than asked for")
+                                raise WeightsError(f"weights: {redact_url(url)} sent more bytes than asked for")
                             os.pwrite(fd, block, offset)
                             offset += len(block)
                     if offset != end + 1:
-                        raise WeightsError(f"weights: chunk {start}-{end} of {_redact(url)} is short ({offset - start} bytes)")
+                        raise WeightsError(f"weights: chunk {start}-{end} of {redact_url(url)} is short ({offset - start} bytes)")
                     bar.add(end + 1 - start)
                     return
                 except WeightsError:
