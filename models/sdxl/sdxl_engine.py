@@ -152,6 +152,10 @@ def _call_params(cls: type) -> frozenset[str]:
     return _PARAMS[cls]
 
 
+def _lora_error(spec: str, exc: BaseException) -> InputError:
+    return InputError(f"lora_weights: cannot load a LoRA from {spec}: {type(exc).__name__}: {exc}")
+
+
 class SDXLEngine:
     def __init__(self, weights: Any = None) -> None:
         t0 = time.perf_counter()
@@ -405,8 +409,7 @@ class SDXLEngine:
                     try:
                         self._load_adapter(path, name)
                     except Exception as exc:
-                        raise InputError(f"lora_weights: cannot load a LoRA from {lora_weights}: "
-                                         f"{type(exc).__name__}: {exc}") from None
+                        raise _lora_error(lora_weights, exc) from None
                     self._adapters[name] = str(path)
                 self._adapters.move_to_end(name)
                 names.append(name)
@@ -435,7 +438,7 @@ class SDXLEngine:
         try:
             state_dict, alphas = self.base.lora_state_dict(str(path), unet_config=self.base.unet.config)
         except Exception as exc:
-            raise InputError(f"lora_weights: cannot load a LoRA from {spec}: {type(exc).__name__}: {exc}") from None
+            raise _lora_error(spec, exc) from None
         unet = {k.removeprefix("unet."): v for k, v in state_dict.items() if k.startswith("unet.")}
         if unet and not any("lora_A" in k for k in unet):
             unet = convert_unet_state_dict_to_peft(unet)
@@ -454,7 +457,7 @@ class SDXLEngine:
             if self.slot.broken:
                 log("[sdxl] the LoRA hot-swap slot was lost; LoRAs load as ordinary adapters from now on")
                 self.slot = None
-            raise InputError(f"lora_weights: cannot load a LoRA from {spec}: {type(exc).__name__}: {exc}") from None
+            raise _lora_error(spec, exc) from None
         log(f"[sdxl] LoRA {name} from {path} in the hot-swap slot")
         return True
 
